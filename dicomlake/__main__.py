@@ -1,0 +1,5 @@
+import sys
+
+from dicomlake.cli import main
+
+sys.exit(main())

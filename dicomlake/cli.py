@@ -1,0 +1,166 @@
+"""The `dicomlake` command line. Every command takes --root (default $DICOMLAKE_ROOT or ./lakehouse)
+and --tenant (default 'default'); --json prints one machine-readable JSON document on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dicomlake.store.lakehouse import DEFAULT_TENANT, Lakehouse, TenantStore, default_root
+
+DEFAULT_DROP_DIR = "./drops"
+
+
+def _tenant(args: argparse.Namespace) -> TenantStore:
+    return Lakehouse(args.root).tenant(args.tenant)
+
+
+def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(human)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from dicomlake.ingest import IngestOptions, ingest
+
+    bar = None
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="file", desc="ingest", file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    options = IngestOptions(
+        workers=args.workers, batch_size=args.batch_size, disposition=args.disposition, move_to=args.move_to
+    )
+    try:
+        summary = ingest(args.paths, _tenant(args), options, progress)
+    finally:
+        if bar:
+            bar.close()
+    data = summary.as_dict()
+    lines = [
+        f"tenant {summary.tenant}: received {summary.received}, created {summary.created}, "
+        f"updated {summary.updated}, unchanged {summary.unchanged}, quarantined {summary.quarantined}",
+        f"seq {summary.first_seq}..{summary.last_seq}  {summary.seconds:.2f} s  "
+        f"{summary.instances_per_second:.1f} instances/s",
+    ]
+    lines += [f"  quarantined {e['source']}: [{e['code']}] {e['reason']}" for e in summary.errors[:20]]
+    _print(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dicomlake.store.status import tenant_status
+
+    status = tenant_status(_tenant(args))
+    human = "\n".join(f"{k:>22}: {v}" for k, v in status.items())
+    _print(args, status, human)
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from dicomlake.store.read import scan
+
+    table = scan(_tenant(args).table("quarantine"), order_by="quarantined_at DESC")
+    rows = table.slice(0, args.limit).to_pylist()
+    human = "\n".join(f"{r['quarantined_at']}  [{r['error_code']}] {r['source']}: {r['reason']}" for r in rows)
+    _print(args, rows, human or "quarantine is empty")
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from dicomlake.samples import generate_bad_inputs, generate_sample_drop
+
+    summary = generate_sample_drop(Path(args.dest), n_instances=args.instances, seed=args.seed)
+    payload: dict[str, Any] = {
+        "dest": str(summary.dest), "instances": summary.n_instances, "studies": summary.n_studies,
+        "series": summary.n_series, "patients": summary.n_patients,
+    }
+    if args.bad:
+        bad = generate_bad_inputs(Path(args.dest) / "bad", seed=args.seed)
+        payload["bad_inputs"] = [{"path": str(b.path), "kind": b.kind} for b in bad]
+    human = (f"wrote {summary.n_instances} instances ({summary.n_studies} studies, {summary.n_series} "
+             f"series, {summary.n_patients} patients) to {summary.dest}")
+    if args.bad:
+        human += f"\nwrote {len(payload['bad_inputs'])} bad inputs to {Path(args.dest) / 'bad'}"
+    _print(args, payload, human)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate sample drops, then run the main Dagster job on them (pipelines.demo)."""
+    env = dict(os.environ, DICOMLAKE_ROOT=str(Path(args.root).resolve()),
+               DICOMLAKE_DROP_DIR=str(Path(args.drop).resolve()), DICOMLAKE_TENANT=args.tenant)
+    command = [sys.executable, "-m", "pipelines.demo", "--instances", str(args.instances)]
+    if args.json:
+        command.append("--json")
+    try:
+        return subprocess.run(command, env=env, check=False).returncode
+    except FileNotFoundError:  # pragma: no cover - python itself missing
+        print("cannot start Python for the demo", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=default_root(), help="lakehouse root: folder or s3://bucket/prefix")
+    common.add_argument("--tenant", default=os.environ.get("DICOMLAKE_TENANT", DEFAULT_TENANT))
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", parents=[common], help="ingest files, folders, zips or s3:// prefixes")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--workers", type=int, default=None, help="parser processes (default: one per core)")
+    ingest.add_argument("--batch-size", type=int, default=1000, help="instances per Delta commit")
+    ingest.add_argument("--disposition", choices=["keep", "delete", "move"], default="keep",
+                        help="what to do with a drop file once it is committed")
+    ingest.add_argument("--move-to", help="destination folder for --disposition move")
+    ingest.set_defaults(func=cmd_ingest)
+
+    status = commands.add_parser("status", parents=[common], help="tables, versions, counts, latest seq")
+    status.set_defaults(func=cmd_status)
+
+    quarantine = commands.add_parser("quarantine", parents=[common], help="list quarantined inputs and why")
+    quarantine.add_argument("--limit", type=int, default=50)
+    quarantine.set_defaults(func=cmd_quarantine)
+
+    samples = commands.add_parser("samples", parents=[common], help="write deterministic sample DICOM drops")
+    samples.add_argument("dest")
+    samples.add_argument("--instances", type=int, default=200)
+    samples.add_argument("--seed", type=int, default=0)
+    samples.add_argument("--bad", action="store_true", help="also write one file of each kind of bad input")
+    samples.set_defaults(func=cmd_samples)
+
+    demo = commands.add_parser("demo", parents=[common], help="sample drops + the main Dagster job")
+    demo.add_argument("--drop", default=os.environ.get("DICOMLAKE_DROP_DIR", DEFAULT_DROP_DIR))
+    demo.add_argument("--instances", type=int, default=300)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"dicomlake {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

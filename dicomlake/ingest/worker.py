@@ -1,0 +1,91 @@
+"""The per-item work, run in worker processes: read, hash, parse, store the bytes.
+
+Bytes are written (blob or quarantine) before the main process commits anything, so a commit never
+points at a blob that is not durable. A crash before the commit leaves an unreferenced blob, which
+a rerun reuses (same content, same key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from dicomlake.dicom.parse import parse_instance, sha256_hex
+from dicomlake.errors import InvalidInstance
+from dicomlake.ingest.sources import SourceItem, read_item
+from dicomlake.store.blobs import blob_key, quarantine_key
+from dicomlake.store.lakehouse import Lakehouse, TenantStore
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """Picklable address of a tenant, for worker processes."""
+
+    root: str
+    tenant: str
+    storage_options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, store: TenantStore) -> TenantSpec:
+        return cls(store.lakehouse.root, store.name, tuple(sorted(store.storage_options.items())))
+
+    def open(self) -> TenantStore:
+        return Lakehouse(self.root, dict(self.storage_options) or None).tenant(self.tenant)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    item: SourceItem
+    version: dict[str, Any] | None = None  # a row for Committer.commit_versions
+    quarantine: dict[str, Any] | None = None  # a row for record_quarantine
+    error: str | None = None  # the item could not even be read (vanished, permissions)
+
+
+_STORES: dict[TenantSpec, TenantStore] = {}
+
+
+def _store(spec: TenantSpec) -> TenantStore:
+    if spec not in _STORES:
+        _STORES[spec] = spec.open()
+    return _STORES[spec]
+
+
+def process_bytes(store: TenantStore, source: str, data: bytes) -> tuple[dict | None, dict | None]:
+    """Parse and store one object; return (version row, None) or (None, quarantine row)."""
+    try:
+        parsed = parse_instance(data)
+    except InvalidInstance as exc:
+        sha = sha256_hex(data)
+        key = quarantine_key(sha)
+        store.blobs.put(key, data)
+        return None, {
+            "sha256": sha,
+            "quarantine_key": key,
+            "size_bytes": len(data),
+            "source": source,
+            "error_code": exc.code,
+            "reason": exc.reason,
+            "quarantined_at": dt.datetime.now(dt.UTC),
+        }
+    key = blob_key(parsed.sha256)
+    store.blobs.put(key, data)
+    version = dict(parsed.record)
+    version.setdefault("warnings", [])
+    version.update(sha256=parsed.sha256, blob_key=key, size_bytes=parsed.size, source=source)
+    return version, None
+
+
+def process_items(spec: TenantSpec, items: list[SourceItem]) -> list[ItemResult]:
+    store = _store(spec)
+    options = dict(spec.storage_options) or None
+    results = []
+    for item in items:
+        try:
+            data = read_item(item, options)
+        except OSError as exc:  # vanished or unreadable: nothing to keep, report it
+            results.append(ItemResult(item, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        version, quarantine = process_bytes(store, item.source, data)
+        results.append(ItemResult(item, version, quarantine))
+    return results

@@ -1,0 +1,119 @@
+"""Content-addressed, immutable blob stores: the original Part-10 bytes, never rewritten.
+
+Keys are relative to the tenant root (e.g. 'blobs/ab/ab12....dcm'); no PHI ever appears in a key.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import fsspec
+
+
+def blob_key(sha256: str) -> str:
+    return f"blobs/{sha256[:2]}/{sha256}.dcm"
+
+
+def quarantine_key(sha256: str) -> str:
+    return f"quarantine/{sha256}.bin"
+
+
+class BlobStore(Protocol):
+    """Write-once storage of bytes under tenant-relative keys."""
+
+    def put(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` unless it exists; True when this call wrote it."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class LocalBlobStore:
+    """A folder. Writes go to a temp file, are fsynced, then renamed: a reader never sees half a blob."""
+
+    def __init__(self, base: Path, durable: bool = True) -> None:
+        self.base = base
+        self.durable = durable
+        self._tmp = base / ".tmp"
+
+    def _path(self, key: str) -> Path:
+        return self.base / key
+
+    def put(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        if path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if self.durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return True
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        root = self._path(prefix)
+        if not root.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.base)) for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts
+        )
+
+
+class FsspecBlobStore:
+    """An object store through fsspec (s3fs for s3://). A PUT of a whole object is atomic there."""
+
+    def __init__(self, base_uri: str, fs: fsspec.AbstractFileSystem) -> None:
+        self.base = base_uri.rstrip("/")
+        self.fs = fs
+
+    def _path(self, key: str) -> str:
+        return f"{self.base}/{key}"
+
+    def put(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        if self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, data)
+        return True
+
+    def get(self, key: str) -> bytes:
+        return self.fs.cat_file(self._path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self._path(key))
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def keys(self, prefix: str) -> list[str]:
+        root = self._path(prefix)
+        try:
+            found = self.fs.find(root)
+        except FileNotFoundError:
+            return []
+        bare = self.base.split("://", 1)[-1]
+        return sorted(p.split("://", 1)[-1][len(bare) + 1 :] for p in found)

@@ -1,0 +1,145 @@
+"""The lakehouse root and its tenants: one subtree, one set of tables, per tenant.
+
+    <root>/tenants/<tenant>/blobs/..        content-addressed Part-10 bytes
+    <root>/tenants/<tenant>/quarantine/..   bytes that failed to ingest
+    <root>/tenants/<tenant>/tables/<name>   Delta tables
+
+The root is a local folder (the embedded default) or s3://bucket/prefix. Nothing here reads across
+tenants: a TenantStore only ever builds paths below its own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import fsspec
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from dicomlake.errors import InvalidName
+from dicomlake.store.blobs import BlobStore, FsspecBlobStore, LocalBlobStore
+from dicomlake.store.schemas import SCHEMAS
+
+DEFAULT_TENANT = "default"
+DEFAULT_ROOT = "./lakehouse"
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Append-only is enforced by Delta itself on the change feed: no update or delete can be committed.
+_TABLE_CONFIG: dict[str, dict[str, str]] = {
+    "changes": {"delta.appendOnly": "true", "delta.checkpointInterval": "50"},
+    "quarantine": {"delta.appendOnly": "true"},
+}
+
+
+def default_root() -> str:
+    return os.environ.get("DICOMLAKE_ROOT", DEFAULT_ROOT)
+
+
+def check_tenant(name: str) -> str:
+    if not _TENANT.match(name):
+        raise InvalidName(
+            f"tenant {name!r} must be 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def s3_options_from_env() -> dict[str, str]:
+    """delta-rs style storage options from the usual AWS_* variables (for s3:// roots)."""
+    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+            "AWS_SESSION_TOKEN", "AWS_ALLOW_HTTP")
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
+class Lakehouse:
+    """A root URI plus the storage options needed to reach it."""
+
+    def __init__(self, root: str | Path | None = None, storage_options: Mapping[str, str] | None = None):
+        root = str(root if root is not None else default_root())
+        self.is_local = "://" not in root or root.startswith("file://")
+        if self.is_local:
+            root = str(Path(root.removeprefix("file://")).expanduser().resolve())
+            self.storage_options: dict[str, str] = {}
+        else:
+            self.storage_options = dict(storage_options or s3_options_from_env())
+        self.root = root.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"Lakehouse({self.root!r})"
+
+    def tenant(self, name: str = DEFAULT_TENANT) -> TenantStore:
+        return TenantStore(self, check_tenant(name))
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        if self.is_local:
+            return fsspec.filesystem("file")
+        return fsspec.filesystem("s3", **fsspec_s3_kwargs(self.storage_options))
+
+    def tenants(self) -> list[str]:
+        fs = self.filesystem()
+        base = f"{self.root}/tenants"
+        if not fs.exists(base):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
+
+
+def fsspec_s3_kwargs(options: Mapping[str, str]) -> dict[str, object]:
+    """Translate delta-rs storage options into s3fs constructor arguments (one config, two clients)."""
+    kwargs: dict[str, object] = {}
+    client: dict[str, str] = {}
+    if "AWS_ACCESS_KEY_ID" in options:
+        kwargs["key"] = options["AWS_ACCESS_KEY_ID"]
+    if "AWS_SECRET_ACCESS_KEY" in options:
+        kwargs["secret"] = options["AWS_SECRET_ACCESS_KEY"]
+    if "AWS_SESSION_TOKEN" in options:
+        kwargs["token"] = options["AWS_SESSION_TOKEN"]
+    if "AWS_ENDPOINT_URL" in options:
+        client["endpoint_url"] = options["AWS_ENDPOINT_URL"]
+    if "AWS_REGION" in options:
+        client["region_name"] = options["AWS_REGION"]
+    if client:
+        kwargs["client_kwargs"] = client
+    return kwargs
+
+
+class TenantStore:
+    """Everything one tenant owns. Built only through Lakehouse.tenant()."""
+
+    def __init__(self, lakehouse: Lakehouse, name: str) -> None:
+        self.lakehouse = lakehouse
+        self.name = name
+        self.uri = f"{lakehouse.root}/tenants/{name}"
+        self.storage_options = lakehouse.storage_options
+        if lakehouse.is_local:
+            self.blobs: BlobStore = LocalBlobStore(Path(self.uri))
+        else:
+            self.blobs = FsspecBlobStore(self.uri, lakehouse.filesystem())
+
+    def __repr__(self) -> str:
+        return f"TenantStore({self.uri!r})"
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri}/tables/{name}"
+
+    def table(self, name: str) -> DeltaTable:
+        """The Delta table `name`, created empty with its schema on first use."""
+        uri = self.table_uri(name)
+        for attempt in range(5):
+            try:
+                return DeltaTable(uri, storage_options=self.storage_options or None)
+            except TableNotFoundError:
+                pass
+            try:
+                return DeltaTable.create(
+                    uri,
+                    SCHEMAS[name],
+                    mode="ignore",
+                    name=name,
+                    configuration=_TABLE_CONFIG.get(name),
+                    storage_options=self.storage_options or None,
+                )
+            except Exception:  # another process created it at the same moment: open theirs
+                time.sleep(0.05 * (attempt + 1))
+        return DeltaTable(uri, storage_options=self.storage_options or None)

@@ -1,0 +1,51 @@
+"""Arrow schemas of the Delta tables (one definition each; every writer uses these)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from dicomlake.dicom.attributes import promoted_fields
+
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# One row per stored version of an instance: where its bytes are and what they say.
+_VERSION_FIELDS: list[pa.Field] = [
+    pa.field("sha256", pa.string()),
+    pa.field("blob_key", pa.string()),
+    pa.field("size_bytes", pa.int64()),
+    pa.field("transfer_syntax_uid", pa.string()),
+    *promoted_fields(),
+    pa.field("warnings", pa.list_(pa.string())),
+    pa.field("dicom_json", pa.large_string()),
+]
+
+_CHANGE_FIELDS: list[pa.Field] = [
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("action", pa.string(), nullable=False),  # create | update | delete
+    pa.field("changed_at", UTC_TIMESTAMP, nullable=False),
+    pa.field("source", pa.string()),  # where the bytes came from: a drop path, a zip member, STOW
+]
+
+# THE change feed: append-only, dense gapless seq from 1. Deletes carry the UIDs only.
+CHANGES = pa.schema(_CHANGE_FIELDS + _VERSION_FIELDS)
+
+# Current state: the latest non-deleted version of each SOP instance (a projection of CHANGES).
+INSTANCES = pa.schema([f for f in CHANGES if f.name != "action"])
+
+QUARANTINE = pa.schema(
+    [
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("quarantine_key", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("error_code", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("quarantined_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "changes": CHANGES,
+    "instances": INSTANCES,
+    "quarantine": QUARANTINE,
+}
