@@ -77,7 +77,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
     table = scan(_tenant(args).table("quarantine"), order_by="quarantined_at DESC")
     rows = table.slice(0, args.limit).to_pylist()
-    human = "\n".join(f"{r['quarantined_at']}  [{r['error_code']}] {r['source']}: {r['reason']}" for r in rows)
+    human = "\n".join(
+        f"{r['quarantined_at']}  [{r['error_code']}] {r['source']}: {r['reason']}" for r in rows
+    )
     _print(args, rows, human or "quarantine is empty")
     return 0
 
@@ -87,14 +89,19 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
     summary = generate_sample_drop(Path(args.dest), n_instances=args.instances, seed=args.seed)
     payload: dict[str, Any] = {
-        "dest": str(summary.dest), "instances": summary.n_instances, "studies": summary.n_studies,
-        "series": summary.n_series, "patients": summary.n_patients,
+        "dest": str(summary.dest),
+        "instances": summary.n_instances,
+        "studies": summary.n_studies,
+        "series": summary.n_series,
+        "patients": summary.n_patients,
     }
     if args.bad:
         bad = generate_bad_inputs(Path(args.dest) / "bad", seed=args.seed)
         payload["bad_inputs"] = [{"path": str(b.path), "kind": b.kind} for b in bad]
-    human = (f"wrote {summary.n_instances} instances ({summary.n_studies} studies, {summary.n_series} "
-             f"series, {summary.n_patients} patients) to {summary.dest}")
+    human = (
+        f"wrote {summary.n_instances} instances ({summary.n_studies} studies, {summary.n_series} "
+        f"series, {summary.n_patients} patients) to {summary.dest}"
+    )
     if args.bad:
         human += f"\nwrote {len(payload['bad_inputs'])} bad inputs to {Path(args.dest) / 'bad'}"
     _print(args, payload, human)
@@ -103,8 +110,12 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate sample drops, then run the main Dagster job on them (pipelines.demo)."""
-    env = dict(os.environ, DICOMLAKE_ROOT=str(Path(args.root).resolve()),
-               DICOMLAKE_DROP_DIR=str(Path(args.drop).resolve()), DICOMLAKE_TENANT=args.tenant)
+    env = dict(
+        os.environ,
+        DICOMLAKE_ROOT=str(Path(args.root).resolve()),
+        DICOMLAKE_DROP_DIR=str(Path(args.drop).resolve()),
+        DICOMLAKE_TENANT=args.tenant,
+    )
     command = [sys.executable, "-m", "pipelines.demo", "--instances", str(args.instances)]
     if args.json:
         command.append("--json")
@@ -123,12 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ingest = commands.add_parser("ingest", parents=[common], help="ingest files, folders, zips or s3:// prefixes")
+    ingest = commands.add_parser(
+        "ingest", parents=[common], help="ingest files, folders, zips or s3:// prefixes"
+    )
     ingest.add_argument("paths", nargs="+")
     ingest.add_argument("--workers", type=int, default=None, help="parser processes (default: one per core)")
     ingest.add_argument("--batch-size", type=int, default=1000, help="instances per Delta commit")
-    ingest.add_argument("--disposition", choices=["keep", "delete", "move"], default="keep",
-                        help="what to do with a drop file once it is committed")
+    ingest.add_argument(
+        "--disposition",
+        choices=["keep", "delete", "move"],
+        default="keep",
+        help="what to do with a drop file once it is committed",
+    )
     ingest.add_argument("--move-to", help="destination folder for --disposition move")
     ingest.set_defaults(func=cmd_ingest)
 

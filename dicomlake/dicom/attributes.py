@@ -141,9 +141,7 @@ def parse_time(value: str) -> dt.time | None:
         return None
     hh, mm, ss, frac = match.groups()
     try:
-        return dt.time(
-            int(hh), int(mm or 0), min(int(ss or 0), 59), int((frac or "0").ljust(6, "0"))
-        )
+        return dt.time(int(hh), int(mm or 0), min(int(ss or 0), 59), int((frac or "0").ljust(6, "0")))
     except ValueError:
         return None
 
@@ -217,9 +215,7 @@ def promoted_values(header: dict[str, Any]) -> dict[str, Any]:
     row["study_datetime"] = (
         dt.datetime.combine(row["study_date"], study_time or dt.time()) if row["study_date"] else None
     )
-    row["patient_age_years"] = age_in_years(
-        row["patient_age"], row["patient_birth_date"], row["study_date"]
-    )
+    row["patient_age_years"] = age_in_years(row["patient_age"], row["patient_birth_date"], row["study_date"])
     return row
 
 

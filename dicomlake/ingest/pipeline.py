@@ -148,21 +148,23 @@ class _Run:
             summary.first_seq = summary.first_seq or outcome.first_seq
             summary.last_seq = outcome.last_seq
         for result in batch:
-            if result.quarantine or result.error:
-                if len(summary.errors) < self.options.max_errors_listed:
-                    summary.errors.append({
-                        "source": result.item.source,
-                        "code": result.quarantine["error_code"] if result.quarantine else "unreadable",
-                        "reason": result.quarantine["reason"] if result.quarantine else result.error or "",
-                    })
+            problem = result.problem
+            if problem and len(summary.errors) < self.options.max_errors_listed:
+                code, reason = problem
+                summary.errors.append({"source": result.item.source, "code": code, "reason": reason})
             if result.error:
                 summary.unreadable += 1
                 self.failed_containers.add(result.item.container)
             self.remaining[result.item.container] -= 1
             container = result.item.container
             if self.remaining[container] == 0 and container not in self.failed_containers:
-                dispose(container, self.options.disposition, self.options.move_to,
-                        self._base_of(container), self.tenant.storage_options)
+                dispose(
+                    container,
+                    self.options.disposition,
+                    self.options.move_to,
+                    self._base_of(container),
+                    self.tenant.storage_options,
+                )
         self.done += len(batch)
         if self.progress:
             self.progress(self.done, len(self.items))

@@ -34,7 +34,7 @@ def _is_hidden(path: Path) -> bool:
 
 
 def _zip_items(path: str, opener=None) -> Iterator[SourceItem]:
-    with (opener(path) if opener else open(path, "rb")) as handle, zipfile.ZipFile(handle) as archive:
+    with opener(path) if opener else open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
         for info in archive.infolist():
             if info.is_dir() or Path(info.filename).name.startswith("."):
                 continue
@@ -55,7 +55,13 @@ def expand_sources(
         if not path.exists():
             raise FileNotFoundError(f"no such file or folder: {text}")
         candidates = (
-            sorted(p for p in path.rglob("*") if p.is_file() and not any(_is_hidden(q) for q in p.relative_to(path).parents if q.name) and not _is_hidden(p))
+            sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(_is_hidden(q) for q in p.relative_to(path).parents if q.name)
+                and not _is_hidden(p)
+            )
             if path.is_dir()
             else [path]
         )
@@ -99,8 +105,13 @@ def read_item(item: SourceItem, storage_options: Mapping[str, str] | None = None
         return archive.read(item.member)
 
 
-def dispose(container: str, disposition: str, move_to: str | None, base: str | None,
-            storage_options: Mapping[str, str] | None = None) -> None:
+def dispose(
+    container: str,
+    disposition: str,
+    move_to: str | None,
+    base: str | None,
+    storage_options: Mapping[str, str] | None = None,
+) -> None:
     """Apply the drop disposition to a fully committed container: keep, delete or move it."""
     if disposition == "keep":
         return

@@ -41,6 +41,15 @@ class ItemResult:
     quarantine: dict[str, Any] | None = None  # a row for record_quarantine
     error: str | None = None  # the item could not even be read (vanished, permissions)
 
+    @property
+    def problem(self) -> tuple[str, str] | None:
+        """(code, reason) when the item was not stored, else None."""
+        if self.quarantine:
+            return self.quarantine["error_code"], self.quarantine["reason"]
+        if self.error:
+            return "unreadable", self.error
+        return None
+
 
 _STORES: dict[TenantSpec, TenantStore] = {}
 

@@ -5,6 +5,7 @@ Keys are relative to the tenant root (e.g. 'blobs/ab/ab12....dcm'); no PHI ever 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -104,10 +105,8 @@ class FsspecBlobStore:
         return self.fs.exists(self._path(key))
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
-        except FileNotFoundError:
-            pass
 
     def keys(self, prefix: str) -> list[str]:
         root = self._path(prefix)

@@ -128,8 +128,9 @@ class Committer:
         """
         return self._commit(lambda current: _plan_versions(versions, current, self._replaced), operation)
 
-    def commit_deletes(self, sop_instance_uids: Sequence[str], identity: Sequence[dict[str, Any]],
-                       operation: str = "delete") -> CommitOutcome:
+    def commit_deletes(
+        self, sop_instance_uids: Sequence[str], identity: Sequence[dict[str, Any]], operation: str = "delete"
+    ) -> CommitOutcome:
         """Append a delete change for each listed instance that currently exists."""
         return self._commit(lambda current: _plan_deletes(sop_instance_uids, identity, current), operation)
 
@@ -153,8 +154,10 @@ class Committer:
                     mode="append",
                     commit_properties=CommitProperties(
                         app_transactions=[Transaction(app_id=CHANGES_APP, version=new_last)],
-                        custom_metadata={"dicomlake.operation": operation,
-                                         "dicomlake.seq": f"{last + 1}-{new_last}"},
+                        custom_metadata={
+                            "dicomlake.operation": operation,
+                            "dicomlake.seq": f"{last + 1}-{new_last}",
+                        },
                     ),
                 )
             except CommitFailedError:

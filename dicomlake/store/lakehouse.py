@@ -48,8 +48,14 @@ def check_tenant(name: str) -> str:
 
 def s3_options_from_env() -> dict[str, str]:
     """delta-rs style storage options from the usual AWS_* variables (for s3:// roots)."""
-    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-            "AWS_SESSION_TOKEN", "AWS_ALLOW_HTTP")
+    keys = (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_SESSION_TOKEN",
+        "AWS_ALLOW_HTTP",
+    )
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
