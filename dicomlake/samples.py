@@ -22,15 +22,15 @@ import shutil
 import struct
 import uuid
 import zlib
+from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom import config as _pydicom_config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -38,11 +38,14 @@ from pydicom.filewriter import write_data_element
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 __all__ = [
+    "BAD_INPUT_KINDS",
+    "FIRST_STUDY_DATE",
+    "LAST_STUDY_DATE",
+    "TEST_FILES",
     "BadInput",
     "SamplePatient",
     "SampleStudy",
     "SampleSummary",
-    "TEST_FILES",
     "generate_bad_inputs",
     "generate_sample_drop",
     "plan_studies",
@@ -132,26 +135,143 @@ class BadInput:
 # --------------------------------------------------------------------------------------------
 
 _FAMILY_ASCII = (
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
-    "Martinez", "Hernandez", "Lopez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson",
-    "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Robinson", "Walker", "Young",
-    "Allen", "King", "Wright", "Scott", "Hill", "Green", "Adams", "Baker", "Nelson", "Carter",
-    "Mitchell", "Perez", "Roberts", "Turner", "Phillips", "Campbell", "Parker", "Evans", "Edwards",
-    "Collins", "Stewart", "Morris", "Murphy", "Cook", "Rogers", "Bailey", "Cooper", "Okafor",
-    "Nguyen", "Kim", "Patel", "Singh", "O'Brien", "Smith-Jones", "van der Berg", "MacDonald",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Hill",
+    "Green",
+    "Adams",
+    "Baker",
+    "Nelson",
+    "Carter",
+    "Mitchell",
+    "Perez",
+    "Roberts",
+    "Turner",
+    "Phillips",
+    "Campbell",
+    "Parker",
+    "Evans",
+    "Edwards",
+    "Collins",
+    "Stewart",
+    "Morris",
+    "Murphy",
+    "Cook",
+    "Rogers",
+    "Bailey",
+    "Cooper",
+    "Okafor",
+    "Nguyen",
+    "Kim",
+    "Patel",
+    "Singh",
+    "O'Brien",
+    "Smith-Jones",
+    "van der Berg",
+    "MacDonald",
 )
 _GIVEN_ASCII = {
-    "M": ("James", "John", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas",
-          "Charles", "Daniel", "Matthew", "Anthony", "Mark", "Paul", "Steven", "Andrew", "Kevin",
-          "Brian", "George", "Omar", "Ravi", "Chidi", "Hiro"),
-    "F": ("Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica",
-          "Sarah", "Karen", "Nancy", "Lisa", "Betty", "Margaret", "Sandra", "Ashley", "Emily",
-          "Donna", "Michelle", "Carol", "Amara", "Priya", "Mei", "Anne Marie"),
+    "M": (
+        "James",
+        "John",
+        "Robert",
+        "Michael",
+        "William",
+        "David",
+        "Richard",
+        "Joseph",
+        "Thomas",
+        "Charles",
+        "Daniel",
+        "Matthew",
+        "Anthony",
+        "Mark",
+        "Paul",
+        "Steven",
+        "Andrew",
+        "Kevin",
+        "Brian",
+        "George",
+        "Omar",
+        "Ravi",
+        "Chidi",
+        "Hiro",
+    ),
+    "F": (
+        "Mary",
+        "Patricia",
+        "Jennifer",
+        "Linda",
+        "Elizabeth",
+        "Barbara",
+        "Susan",
+        "Jessica",
+        "Sarah",
+        "Karen",
+        "Nancy",
+        "Lisa",
+        "Betty",
+        "Margaret",
+        "Sandra",
+        "Ashley",
+        "Emily",
+        "Donna",
+        "Michelle",
+        "Carol",
+        "Amara",
+        "Priya",
+        "Mei",
+        "Anne Marie",
+    ),
 }
 # Latin-1 (ISO_IR 100) names.
 _FAMILY_LATIN1 = (
-    "Müller", "Ñúñez", "Øre", "Sørensen", "Gonçalves", "Lefèvre", "Åström", "Jäger", "Peña",
-    "Fernández", "Dupré", "Weiß", "Ólafsdóttir", "Brontë", "Çelik", "Häkkinen",
+    "Müller",
+    "Ñúñez",
+    "Øre",
+    "Sørensen",
+    "Gonçalves",
+    "Lefèvre",
+    "Åström",
+    "Jäger",
+    "Peña",
+    "Fernández",
+    "Dupré",
+    "Weiß",
+    "Ólafsdóttir",
+    "Brontë",
+    "Çelik",
+    "Häkkinen",
 )
 _GIVEN_LATIN1 = {
     "M": ("José", "François", "Jürgen", "Søren", "Björn", "Andrés", "Ángel", "Raúl"),
@@ -221,15 +341,16 @@ def sample_patients(n_patients: int, seed: int = 0) -> list[SamplePatient]:
     The first three patients are ASCII, Latin-1 and UTF-8 named so small samples still exercise
     character-set decoding; after that about 15 % are Latin-1 and 8 % need UTF-8.
     """
-    if n_patients < 0:
-        raise ValueError("n_patients must be >= 0")
+    if n_patients < 0 or seed < 0:
+        raise ValueError("n_patients and seed must be >= 0")
     rng = random.Random(f"{_UID_NS}|patients|{seed}")
-    span = (_BIRTH_MAX - _BIRTH_MIN).days
     out: list[SamplePatient] = []
     for i in range(n_patients):
         r = rng.random()
-        category = ("ascii", "latin1", "utf8")[i] if i < 3 else (
-            "utf8" if r < 0.08 else "latin1" if r < 0.23 else "ascii"
+        category = (
+            ("ascii", "latin1", "utf8")[i]
+            if i < 3
+            else ("utf8" if r < 0.08 else "latin1" if r < 0.23 else "ascii")
         )
         sex = "O" if rng.random() < 0.02 else rng.choice("MF")
         given_sex = sex if sex != "O" else rng.choice("MF")
@@ -243,17 +364,12 @@ def sample_patients(n_patients: int, seed: int = 0) -> list[SamplePatient]:
         else:
             family = rng.choice(_FAMILY_ASCII)
             given = rng.choice(_GIVEN_ASCII[given_sex])
-        # Imaging populations skew old: ~15 % children, the rest triangular around 65.
-        if rng.random() < 0.15:
-            age = rng.uniform(2.0, 18.0)
-        else:
-            age = rng.triangular(19.0, 96.0, 66.0)
-        birth = LAST_STUDY_DATE - datetime.timedelta(days=int(age * 365.25))
+        # Imaging populations skew old: ~12 % children, the rest triangular around 66 (ages
+        # are on 2026-10-31; the window keeps every study age within 1..95).
+        children = rng.random() < 0.12
+        age = rng.uniform(12.0, 18.8) if children else rng.triangular(19.0, 95.9, 66.0)
+        birth = LAST_STUDY_DATE - datetime.timedelta(days=int(age * 365.2425))
         birth = min(max(birth, _BIRTH_MIN), _BIRTH_MAX)
-        # Jitter inside the allowed window so birthdays are spread over the year.
-        birth = birth + datetime.timedelta(days=rng.randint(-180, 180))
-        birth = min(max(birth, _BIRTH_MIN), _BIRTH_MAX)
-        assert (birth - _BIRTH_MIN).days <= span
         out.append(
             SamplePatient(
                 patient_id=f"DL-{seed * 1_000_000 + i + 1:06d}",
@@ -284,43 +400,134 @@ class _Protocol:
 
 
 _PROTOCOLS: tuple[_Protocol, ...] = (
-    _Protocol("CT", 8, "CT CHEST W CONTRAST", "CHEST", (2, 4), (60, 150), (
-        ("AXIAL 5MM", "AX", 5.0), ("AXIAL 1.25MM LUNG", "AX", 1.25),
-        ("AXIAL 2.5MM MEDIASTINUM", "AX", 2.5), ("AXIAL 0.625MM", "AX", 0.625))),
-    _Protocol("CT", 3, "CT CHEST WO CONTRAST LOW DOSE", "CHEST", (1, 2), (60, 140), (
-        ("AXIAL 1MM LUNG", "AX", 1.0), ("AXIAL 3MM", "AX", 3.0))),
-    _Protocol("CT", 6, "CT ABDOMEN PELVIS W CONTRAST", "ABDOMEN", (2, 4), (80, 150), (
-        ("AXIAL 5MM PORTAL VENOUS", "AX", 5.0), ("AXIAL 2.5MM", "AX", 2.5),
-        ("AXIAL 5MM DELAYED", "AX", 5.0), ("AXIAL 1.25MM", "AX", 1.25))),
-    _Protocol("CT", 5, "CT HEAD WO CONTRAST", "HEAD", (1, 3), (30, 60), (
-        ("AXIAL 5MM BRAIN", "AX", 5.0), ("AXIAL 2.5MM BONE", "AX", 2.5),
-        ("AXIAL 0.625MM", "AX", 0.625))),
-    _Protocol("MR", 6, "MR BRAIN W WO CONTRAST", "HEAD", (4, 7), (20, 40), (
-        ("T1 SAG", "SAG", 5.0), ("T2 AX", "AX", 5.0), ("FLAIR AX", "AX", 5.0),
-        ("DWI AX", "AX", 5.0), ("T1 AX POST", "AX", 5.0), ("T1 COR POST", "COR", 5.0),
-        ("SWI AX", "AX", 3.0))),
-    _Protocol("MR", 4, "MR KNEE WO CONTRAST", "KNEE", (4, 6), (20, 36), (
-        ("PD SAG", "SAG", 3.5), ("PD FS COR", "COR", 3.5), ("T2 FS AX", "AX", 4.0),
-        ("T1 COR", "COR", 3.5), ("PD FS SAG", "SAG", 3.0), ("T2 FS SAG", "SAG", 3.0))),
-    _Protocol("MR", 3, "MR LUMBAR SPINE WO CONTRAST", "LSPINE", (3, 5), (15, 24), (
-        ("T1 SAG", "SAG", 4.0), ("T2 SAG", "SAG", 4.0), ("STIR SAG", "SAG", 4.0),
-        ("T2 AX", "AX", 4.0), ("T1 AX", "AX", 4.0))),
+    _Protocol(
+        "CT",
+        8,
+        "CT CHEST W CONTRAST",
+        "CHEST",
+        (2, 4),
+        (60, 150),
+        (
+            ("AXIAL 5MM", "AX", 5.0),
+            ("AXIAL 1.25MM LUNG", "AX", 1.25),
+            ("AXIAL 2.5MM MEDIASTINUM", "AX", 2.5),
+            ("AXIAL 0.625MM", "AX", 0.625),
+        ),
+    ),
+    _Protocol(
+        "CT",
+        3,
+        "CT CHEST WO CONTRAST LOW DOSE",
+        "CHEST",
+        (1, 2),
+        (60, 140),
+        (("AXIAL 1MM LUNG", "AX", 1.0), ("AXIAL 3MM", "AX", 3.0)),
+    ),
+    _Protocol(
+        "CT",
+        6,
+        "CT ABDOMEN PELVIS W CONTRAST",
+        "ABDOMEN",
+        (2, 4),
+        (80, 150),
+        (
+            ("AXIAL 5MM PORTAL VENOUS", "AX", 5.0),
+            ("AXIAL 2.5MM", "AX", 2.5),
+            ("AXIAL 5MM DELAYED", "AX", 5.0),
+            ("AXIAL 1.25MM", "AX", 1.25),
+        ),
+    ),
+    _Protocol(
+        "CT",
+        5,
+        "CT HEAD WO CONTRAST",
+        "HEAD",
+        (1, 3),
+        (30, 60),
+        (("AXIAL 5MM BRAIN", "AX", 5.0), ("AXIAL 2.5MM BONE", "AX", 2.5), ("AXIAL 0.625MM", "AX", 0.625)),
+    ),
+    _Protocol(
+        "MR",
+        6,
+        "MR BRAIN W WO CONTRAST",
+        "HEAD",
+        (4, 7),
+        (20, 40),
+        (
+            ("T1 SAG", "SAG", 5.0),
+            ("T2 AX", "AX", 5.0),
+            ("FLAIR AX", "AX", 5.0),
+            ("DWI AX", "AX", 5.0),
+            ("T1 AX POST", "AX", 5.0),
+            ("T1 COR POST", "COR", 5.0),
+            ("SWI AX", "AX", 3.0),
+        ),
+    ),
+    _Protocol(
+        "MR",
+        4,
+        "MR KNEE WO CONTRAST",
+        "KNEE",
+        (4, 6),
+        (20, 36),
+        (
+            ("PD SAG", "SAG", 3.5),
+            ("PD FS COR", "COR", 3.5),
+            ("T2 FS AX", "AX", 4.0),
+            ("T1 COR", "COR", 3.5),
+            ("PD FS SAG", "SAG", 3.0),
+            ("T2 FS SAG", "SAG", 3.0),
+        ),
+    ),
+    _Protocol(
+        "MR",
+        3,
+        "MR LUMBAR SPINE WO CONTRAST",
+        "LSPINE",
+        (3, 5),
+        (15, 24),
+        (
+            ("T1 SAG", "SAG", 4.0),
+            ("T2 SAG", "SAG", 4.0),
+            ("STIR SAG", "SAG", 4.0),
+            ("T2 AX", "AX", 4.0),
+            ("T1 AX", "AX", 4.0),
+        ),
+    ),
     _Protocol("CR", 14, "XR CHEST 2 VIEWS", "CHEST", (1, 1), (2, 2), (("CHEST PA LAT", "", 0.0),)),
-    _Protocol("CR", 7, "XR CHEST 1 VIEW PORTABLE", "CHEST", (1, 1), (1, 1),
-              (("CHEST AP PORTABLE", "", 0.0),)),
+    _Protocol(
+        "CR", 7, "XR CHEST 1 VIEW PORTABLE", "CHEST", (1, 1), (1, 1), (("CHEST AP PORTABLE", "", 0.0),)
+    ),
     _Protocol("CR", 6, "XR KNEE 3 VIEWS", "KNEE", (1, 1), (3, 3), (("KNEE", "", 0.0),)),
     _Protocol("CR", 4, "XR HAND 3 VIEWS", "HAND", (1, 1), (3, 3), (("HAND", "", 0.0),)),
-    _Protocol("CR", 4, "XR CERVICAL SPINE 2 VIEWS", "CSPINE", (1, 2), (1, 2), (
-        ("CERVICAL AP", "", 0.0), ("CERVICAL LAT", "", 0.0))),
-    _Protocol("US", 7, "US ABDOMEN COMPLETE", "ABDOMEN", (1, 2), (1, 3), (
-        ("ABDOMEN", "", 0.0), ("LIVER", "", 0.0))),
-    _Protocol("US", 4, "US KIDNEYS BILATERAL", "KIDNEY", (1, 2), (1, 3), (
-        ("RIGHT KIDNEY", "", 0.0), ("LEFT KIDNEY", "", 0.0))),
+    _Protocol(
+        "CR",
+        4,
+        "XR CERVICAL SPINE 2 VIEWS",
+        "CSPINE",
+        (1, 2),
+        (1, 2),
+        (("CERVICAL AP", "", 0.0), ("CERVICAL LAT", "", 0.0)),
+    ),
+    _Protocol(
+        "US", 7, "US ABDOMEN COMPLETE", "ABDOMEN", (1, 2), (1, 3), (("ABDOMEN", "", 0.0), ("LIVER", "", 0.0))
+    ),
+    _Protocol(
+        "US",
+        4,
+        "US KIDNEYS BILATERAL",
+        "KIDNEY",
+        (1, 2),
+        (1, 3),
+        (("RIGHT KIDNEY", "", 0.0), ("LEFT KIDNEY", "", 0.0)),
+    ),
     _Protocol("US", 3, "US NECK SOFT TISSUE", "NECK", (1, 1), (1, 3), (("NECK", "", 0.0),)),
-    _Protocol("OT", 3, "CT 3D RECONSTRUCTION CHEST", "CHEST", (1, 1), (1, 3),
-              (("3D VOLUME RENDERING", "", 0.0),)),
-    _Protocol("OT", 2, "CT 3D RECONSTRUCTION HEAD", "HEAD", (1, 1), (1, 2),
-              (("3D VOLUME RENDERING", "", 0.0),)),
+    _Protocol(
+        "OT", 3, "CT 3D RECONSTRUCTION CHEST", "CHEST", (1, 1), (1, 3), (("3D VOLUME RENDERING", "", 0.0),)
+    ),
+    _Protocol(
+        "OT", 2, "CT 3D RECONSTRUCTION HEAD", "HEAD", (1, 1), (1, 2), (("3D VOLUME RENDERING", "", 0.0),)
+    ),
 )
 _PROTOCOL_BY_KEY = {(p.modality, p.description): p for p in _PROTOCOLS}
 _VOLUME_MODALITIES = frozenset({"CT", "MR"})
@@ -331,17 +538,15 @@ def _scaled_range(lo: int, hi: int, scale: float) -> tuple[int, int]:
     return lo2, max(lo2, round(hi * scale))
 
 
-def plan_studies(
-    n_instances: int, seed: int = 0, n_patients: int | None = None
-) -> list[SampleStudy]:
+def plan_studies(n_instances: int, seed: int = 0, n_patients: int | None = None) -> list[SampleStudy]:
     """Return a deterministic study plan whose instance counts add up to exactly ``n_instances``.
 
     Studies are sorted by date/time, dated 2016-01-01..2026-10-31, spread over ``n_patients``
     patients (default: about three studies per patient), with a realistic modality mix; CT/MR
     series get more slices as ``n_instances`` grows (full size from 5,000 instances).
     """
-    if n_instances < 0:
-        raise ValueError("n_instances must be >= 0")
+    if n_instances < 0 or seed < 0:
+        raise ValueError("n_instances and seed must be >= 0")
     if n_patients is not None and n_patients < 1:
         raise ValueError("n_patients must be >= 1")
     if n_instances == 0:
@@ -384,7 +589,7 @@ def plan_studies(
             owners.append(order[int(n_patients * rng.random() ** 1.7)])
 
     drafts = []
-    for (proto, sc, ips), owner in zip(shapes, owners):
+    for (proto, sc, ips), owner in zip(shapes, owners, strict=True):
         patient = patients[owner]
         first = max(FIRST_STUDY_DATE, _add_years(patient.birth_date, 1))
         span = (LAST_STUDY_DATE - first).days
@@ -405,9 +610,7 @@ def plan_studies(
         studies.append(
             SampleStudy(
                 patient=patient,
-                study_instance_uid=str(
-                    generate_uid(entropy_srcs=[f"{_UID_NS}|seed={seed}|study={acc}|"])
-                ),
+                study_instance_uid=str(generate_uid(entropy_srcs=[f"{_UID_NS}|seed={seed}|study={acc}|"])),
                 accession_number=acc,
                 study_date=study_date,
                 study_time=study_time,
@@ -527,7 +730,7 @@ class _Template:
     pixel_spacing: tuple[float, float]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(modality: str) -> _Template:
     ds = pydicom.dcmread(TEST_FILES / _TEMPLATE_FILES[modality])
     # Decode every element (converts raw elements, e.g. from the big endian US file).
@@ -568,12 +771,9 @@ def _template(modality: str) -> _Template:
             chunk.append(_encode(ds[tag]))
     layout.append(b"".join(chunk))
 
-    meta_head = _encode(meta["FileMetaInformationVersion"]) + _encode(
-        meta["MediaStorageSOPClassUID"]
-    )
+    meta_head = _encode(meta["FileMetaInformationVersion"]) + _encode(meta["MediaStorageSOPClassUID"])
     meta_tail = b"".join(
-        _encode(meta[k])
-        for k in ("TransferSyntaxUID", "ImplementationClassUID", "ImplementationVersionName")
+        _encode(meta[k]) for k in ("TransferSyntaxUID", "ImplementationClassUID", "ImplementationVersionName")
     )
     spacing = ds.get("PixelSpacing") or [1.0, 1.0]
     return _Template(
@@ -595,22 +795,48 @@ def _template(modality: str) -> _Template:
 # --------------------------------------------------------------------------------------------
 
 _INSTITUTIONS = (
-    "GENERAL HOSPITAL", "ST. MARY MEDICAL CENTER", "RIVERSIDE IMAGING CENTER",
-    "UNIVERSITY CLINIC", "NORTHSIDE ORTHOPAEDICS", "LAKEVIEW COMMUNITY HOSPITAL",
+    "GENERAL HOSPITAL",
+    "ST. MARY MEDICAL CENTER",
+    "RIVERSIDE IMAGING CENTER",
+    "UNIVERSITY CLINIC",
+    "NORTHSIDE ORTHOPAEDICS",
+    "LAKEVIEW COMMUNITY HOSPITAL",
 )
 _REFERRING = (
-    "Wilson^Hannah", "Okafor^Chidi", "Kim^Daniel", "Schmidt^Peter", "Rossi^Giulia",
-    "Patel^Anjali", "Haddad^Omar", "Nakamura^Kenji", "Dubois^Claire", "Brown^Michael^^Dr",
+    "Wilson^Hannah",
+    "Okafor^Chidi",
+    "Kim^Daniel",
+    "Schmidt^Peter",
+    "Rossi^Giulia",
+    "Patel^Anjali",
+    "Haddad^Omar",
+    "Nakamura^Kenji",
+    "Dubois^Claire",
+    "Brown^Michael^^Dr",
 )
 _EQUIPMENT = {
-    "CT": (("GE MEDICAL SYSTEMS", "LightSpeed VCT"), ("SIEMENS", "SOMATOM Definition AS"),
-           ("Philips", "Ingenuity CT"), ("TOSHIBA", "Aquilion ONE")),
-    "MR": (("SIEMENS", "MAGNETOM Skyra"), ("GE MEDICAL SYSTEMS", "SIGNA Premier"),
-           ("Philips Medical Systems", "Ingenia"), ("TOSHIBA_MEC", "Vantage Titan")),
-    "CR": (("Agfa-Gevaert AG", "ADC_5146"), ("FUJIFILM Corporation", "FCR PROFECT CS"),
-           ("Carestream Health", "DirectView CR975")),
-    "US": (("GE Healthcare", "LOGIQ E9"), ("Philips Medical Systems", "EPIQ 7G"),
-           ("SIEMENS", "ACUSON S2000")),
+    "CT": (
+        ("GE MEDICAL SYSTEMS", "LightSpeed VCT"),
+        ("SIEMENS", "SOMATOM Definition AS"),
+        ("Philips", "Ingenuity CT"),
+        ("TOSHIBA", "Aquilion ONE"),
+    ),
+    "MR": (
+        ("SIEMENS", "MAGNETOM Skyra"),
+        ("GE MEDICAL SYSTEMS", "SIGNA Premier"),
+        ("Philips Medical Systems", "Ingenia"),
+        ("TOSHIBA_MEC", "Vantage Titan"),
+    ),
+    "CR": (
+        ("Agfa-Gevaert AG", "ADC_5146"),
+        ("FUJIFILM Corporation", "FCR PROFECT CS"),
+        ("Carestream Health", "DirectView CR975"),
+    ),
+    "US": (
+        ("GE Healthcare", "LOGIQ E9"),
+        ("Philips Medical Systems", "EPIQ 7G"),
+        ("SIEMENS", "ACUSON S2000"),
+    ),
     "OT": (("TeraRecon", "Aquarius iNtuition"), ("Vital Images", "Vitrea")),
 }
 _ORIENTATIONS = {
@@ -679,9 +905,7 @@ def _plan_series(study: SampleStudy, institution: str, tpl: _Template) -> list[_
     proto = _PROTOCOL_BY_KEY[(study.modality, study.description)]
     picks = sorted(rng.sample(range(len(proto.series)), study.series_count))
     equipment = _EQUIPMENT[study.modality]
-    manufacturer, model = equipment[zlib.crc32(f"{institution}|{study.modality}".encode()) % len(
-        equipment
-    )]
+    manufacturer, model = equipment[zlib.crc32(f"{institution}|{study.modality}".encode()) % len(equipment)]
     station = f"{''.join(w[0] for w in institution.split())}_{study.modality}{rng.randint(1, 3):02d}"
     out = []
     offset = rng.randint(60, 300)
@@ -700,18 +924,24 @@ def _plan_series(study: SampleStudy, institution: str, tpl: _Template) -> list[_
         half_w = tpl.columns * tpl.pixel_spacing[1] / 2
         half_h = tpl.rows * tpl.pixel_spacing[0] / 2
         half_d = thickness * (n - 1) / 2
-        origin = tuple(
-            center[i] - row_dir[i] * half_w - col_dir[i] * half_h - normal[i] * half_d
-            for i in range(3)
-        )
+        o = [center[i] - row_dir[i] * half_w - col_dir[i] * half_h - normal[i] * half_d for i in range(3)]
+        origin: Vec = (o[0], o[1], o[2])
         out.append(
             _Series(
-                number, uid, description, time, manufacturer, model, station,
-                thickness=thickness, row_dir=row_dir, col_dir=col_dir,
-                origin=origin,  # type: ignore[arg-type]
-                frame_of_reference_uid=str(generate_uid(
-                    entropy_srcs=[f"{_UID_NS}|{study.study_instance_uid}|for={number}|"]
-                )),
+                number,
+                uid,
+                description,
+                time,
+                manufacturer,
+                model,
+                station,
+                thickness=thickness,
+                row_dir=row_dir,
+                col_dir=col_dir,
+                origin=origin,
+                frame_of_reference_uid=str(
+                    generate_uid(entropy_srcs=[f"{_UID_NS}|{study.study_instance_uid}|for={number}|"])
+                ),
             )
         )
     return out
@@ -724,6 +954,11 @@ def _study_extras(study: SampleStudy) -> tuple[str, str]:
     institution = home if rng.random() < 0.8 else rng.choice(_INSTITUTIONS)
     referring = "" if rng.random() < 0.05 else rng.choice(_REFERRING)
     return institution, referring
+
+
+def _study_id(accession: str) -> str:
+    """StudyID (SH): the accession number's digits without leading zeros."""
+    return "".join(c for c in accession if c.isdigit()).lstrip("0")[-16:] or "1"
 
 
 def _study_elements(study: SampleStudy, institution: str, referring: str) -> dict[int, Any]:
@@ -744,7 +979,7 @@ def _study_elements(study: SampleStudy, institution: str, referring: str) -> dic
         0x00100040: DataElement(0x00100040, "CS", p.sex),
         0x00101010: DataElement(0x00101010, "AS", f"{age:03d}Y"),
         0x0020000D: DataElement(0x0020000D, "UI", study.study_instance_uid),
-        0x00200010: DataElement(0x00200010, "SH", str(int(study.accession_number[3:]))[-16:]),
+        0x00200010: DataElement(0x00200010, "SH", _study_id(study.accession_number)),
     }
 
 
@@ -782,7 +1017,7 @@ def _sop_uid(series: _Series, number: int) -> str:
     return str(generate_uid(entropy_srcs=[f"{_UID_NS}|{series.uid}|instance={number}|"]))
 
 
-def _instance_values(series: _Series, tpl: _Template, index: int) -> dict[int, str]:
+def _instance_values(series: _Series, tpl: _Template, index: int) -> dict[int, str | None]:
     """Per-instance element values as DICOM strings (index is 0-based)."""
     number = index + 1
     values = {0x00080018: _sop_uid(series, number), 0x00200013: str(number)}
@@ -820,29 +1055,36 @@ def _series_segments(tpl: _Template, dynamic: dict[int, Any], charset: str | Non
     return segments
 
 
-def _instance_bytes(tpl: _Template, segments: list[bytes], values: dict[int, str]) -> bytes:
-    sop = _pad(values[0x00080018], b"\x00")
-    body = tpl.meta_head + _short(0x00020003, b"UI", sop) + tpl.meta_tail
-    parts = [_PREAMBLE, b"\x02\x00\x00\x00UL\x04\x00", struct.pack("<I", len(body)), body,
-             segments[0]]
-    for tag, segment in zip(tpl.instance_tags, segments[1:]):
-        vr = _INSTANCE_VR[tag]
-        parts.append(_short(tag, vr.encode(), _pad(values[tag], b"\x00" if vr == "UI" else b" ")))
+def _instance_bytes(tpl: _Template, segments: list[bytes], values: dict[int, str | None]) -> bytes:
+    """A whole Part-10 file: preamble, File Meta Information, series segments and the
+    instance elements spliced in. A value of None leaves that element out (bad inputs only)."""
+    sop = values[0x00080018]
+    body = tpl.meta_head
+    if sop is not None:
+        body += _short(0x00020003, b"UI", _pad(sop, b"\x00"))
+    body += tpl.meta_tail
+    parts = [_PREAMBLE, b"\x02\x00\x00\x00UL\x04\x00", struct.pack("<I", len(body)), body, segments[0]]
+    for tag, segment in zip(tpl.instance_tags, segments[1:], strict=True):
+        value = values[tag]
+        if value is not None:
+            vr = _INSTANCE_VR[tag]
+            pad = b"\x00" if vr == "UI" else b" "
+            parts.append(_short(tag, vr.encode(), _pad(value, pad)))
         parts.append(segment)
     return b"".join(parts)
 
 
-def _instance_dataset(
-    tpl: _Template, dynamic: dict[int, Any], values: dict[int, str]
-) -> Dataset:
-    """The reference pydicom Dataset for one instance (slow; used for bad inputs and tests)."""
+def _instance_dataset(tpl: _Template, dynamic: dict[int, Any], values: dict[int, str | None]) -> Dataset:
+    """The reference pydicom Dataset for one instance (slow; for no_file_meta and tests)."""
     ds = deepcopy(tpl.dataset)
     for tag, elem in dynamic.items():
         if elem is not None:
             ds[tag] = deepcopy(elem)
     for tag, value in values.items():
-        ds[tag] = DataElement(tag, _INSTANCE_VR[tag], value)
-    ds.file_meta.MediaStorageSOPInstanceUID = values[0x00080018]
+        if value is not None:
+            ds[tag] = DataElement(tag, _INSTANCE_VR[tag], value)
+    if values[0x00080018] is not None:
+        ds.file_meta.MediaStorageSOPInstanceUID = values[0x00080018]
     return ds
 
 
@@ -853,7 +1095,10 @@ def _dcmwrite_bytes(ds: Dataset, **kwargs: Any) -> bytes:
     return buf.getvalue()
 
 
-def _iter_instances(studies: list[SampleStudy]):  # noqa: ANN202 - private generator
+_InstanceWork = tuple[SampleStudy, _Series, int, _Template, list[bytes], dict[int, Any]]
+
+
+def _iter_instances(studies: list[SampleStudy]) -> Iterator[_InstanceWork]:
     """Yield (study, series, index, tpl, segments, dynamic) for every planned instance."""
     for study in studies:
         tpl = _template(study.modality)
@@ -897,9 +1142,7 @@ def generate_sample_drop(
         data = _instance_bytes(tpl, segments, _instance_values(series, tpl, index))
         if layout == "tree":
             if series is not last_series:
-                series_dir = (
-                    dest / study.patient.patient_id / study.accession_number / f"{series.number:03d}"
-                )
+                series_dir = dest / study.patient.patient_id / study.accession_number / f"{series.number:03d}"
                 series_dir.mkdir(parents=True, exist_ok=True)
                 last_series = series
             path = series_dir / f"{index + 1:04d}.dcm"
@@ -933,7 +1176,10 @@ BAD_INPUT_KINDS: tuple[str, ...] = (
 )
 
 
-def _bad_base(seed: int) -> list[tuple[_Template, dict[int, Any], dict[int, str]]]:
+_BadBase = tuple[_Template, list[bytes], dict[int, Any], dict[int, str | None]]
+
+
+def _bad_base(seed: int) -> list[_BadBase]:
     """Eight distinct valid CT instances (own UIDs) to derive bad inputs from."""
     patient = sample_patients(1, seed)[0]
     base = []
@@ -950,8 +1196,8 @@ def _bad_base(seed: int) -> list[tuple[_Template, dict[int, Any], dict[int, str]
             series_count=1,
             instances_per_series=1,
         )
-        _, series, index, tpl, _, dynamic = next(_iter_instances([study]))
-        base.append((tpl, dynamic, _instance_values(series, tpl, index)))
+        _, series, index, tpl, segments, dynamic = next(_iter_instances([study]))
+        base.append((tpl, segments, dynamic, _instance_values(series, tpl, index)))
     return base
 
 
@@ -960,12 +1206,13 @@ def generate_bad_inputs(dest: Path, seed: int = 0) -> list[BadInput]:
 
     Kinds (``expected_code`` equals the kind, except both truncations expect ``"truncated"``):
     ``not_dicom`` (text with a .dcm name), ``zero_bytes``, ``truncated_pixel_data`` (cut in the
-    middle of Pixel Data), ``truncated_header`` (cut in the middle of an element before Pixel
+    middle of Pixel Data), ``truncated_header`` (cut in the middle of PatientName, before Pixel
     Data), ``missing_sop_instance_uid`` (neither SOPInstanceUID nor MediaStorageSOPInstanceUID),
-    ``missing_study_instance_uid``, ``invalid_uid`` (SOP Instance UID ``1.2.03.abc``),
-    ``uid_too_long`` (65-character SOP Instance UID), ``no_file_meta`` (bare Implicit VR Little
-    Endian dataset: no preamble, no ``DICM``, no group 2), ``dicomdir`` (pydicom's
-    ``dicomdirtests/DICOMDIR``) and ``gzip`` (a gzipped valid instance).
+    ``missing_study_instance_uid``, ``invalid_uid`` (SOP Instance UID ``1.2.03.abc`` in dataset
+    and file meta), ``uid_too_long`` (65-character SOP Instance UID), ``no_file_meta`` (bare
+    Implicit VR Little Endian dataset: no preamble, no ``DICM``, no group 2), ``dicomdir`` (copy of
+    pydicom's ``dicomdirtests/DICOMDIR``, named ``DICOMDIR``) and ``gzip`` (a gzipped valid
+    instance, ``gzip.dcm.gz``). Every derived file has its own UIDs (no accidental duplicates).
 
     Note: pydicom 3 reads both truncated files without any error or warning (it returns a short
     Pixel Data value, or a dataset that simply stops): ingest has to check lengths itself.
@@ -980,64 +1227,74 @@ def generate_bad_inputs(dest: Path, seed: int = 0) -> list[BadInput]:
         path.write_bytes(data)
         out.append(BadInput(path=path, kind=kind, expected_code=code or kind))
 
-    put("not_dicom.dcm", "not_dicom", (
-        "This is not a DICOM file.\n"
-        f"It is a note left in the drop folder (sample seed {seed}).\n"
-        "PatientID: DL-000000\n"
-    ).encode("ascii"))
+    def valid_bytes(k: int) -> bytes:
+        tpl, segments, _, values = base[k]
+        return _instance_bytes(tpl, segments, values)
+
+    def reference(k: int) -> Dataset:
+        tpl, _, dynamic, values = base[k]
+        return _instance_dataset(tpl, dynamic, values)
+
+    put(
+        "not_dicom.dcm",
+        "not_dicom",
+        (
+            "This is not a DICOM file.\n"
+            f"It is a note somebody left in the drop folder (sample seed {seed}).\n"
+            "PatientID: DL-000000\n"
+        ).encode("ascii"),
+    )
     put("zero_bytes.dcm", "zero_bytes", b"")
 
-    tpl, dynamic, values = base[0]
-    data = _instance_bytes(tpl, _series_segments(tpl, dynamic, None), values)
+    data = valid_bytes(0)
     pixel_at = data.rfind(b"\xe0\x7f\x10\x00OW")
     pixel_len = struct.unpack("<I", data[pixel_at + 8 : pixel_at + 12])[0]
-    put("truncated_pixel_data.dcm", "truncated_pixel_data",
-        data[: pixel_at + 12 + pixel_len // 2], "truncated")
+    put(
+        "truncated_pixel_data.dcm",
+        "truncated_pixel_data",
+        data[: pixel_at + 12 + pixel_len // 2],
+        "truncated",
+    )
 
-    tpl, dynamic, values = base[1]
-    data = _instance_bytes(tpl, _series_segments(tpl, dynamic, None), values)
-    # Cut three bytes into the value of PatientName: the header ends mid-element.
-    name_at = data.find(b"\x10\x00\x10\x00PN")
+    data = valid_bytes(1)
+    name_at = data.find(b"\x10\x00\x10\x00PN")  # PatientName: cut 3 bytes into its value
     put("truncated_header.dcm", "truncated_header", data[: name_at + 8 + 3], "truncated")
 
-    tpl, dynamic, values = base[2]
-    ds = _instance_dataset(tpl, dynamic, values)
-    del ds.SOPInstanceUID
-    del ds.file_meta.MediaStorageSOPInstanceUID
-    ds.file_meta.FileMetaInformationGroupLength = 0  # recomputed by the writer
-    put("missing_sop_instance_uid.dcm", "missing_sop_instance_uid",
-        _dcmwrite_bytes(ds, enforce_file_format=False))
+    tpl, segments, _, values = base[2]
+    put(
+        "missing_sop_instance_uid.dcm",
+        "missing_sop_instance_uid",
+        _instance_bytes(tpl, segments, {**values, 0x00080018: None}),
+    )
 
-    tpl, dynamic, values = base[3]
-    ds = _instance_dataset(tpl, dynamic, values)
-    del ds.StudyInstanceUID
-    put("missing_study_instance_uid.dcm", "missing_study_instance_uid", _dcmwrite_bytes(ds))
+    tpl, _, dynamic, values = base[3]
+    charset = dynamic[0x00080005].value if dynamic[0x00080005] is not None else None
+    segments = _series_segments(tpl, {**dynamic, 0x0020000D: None}, charset)
+    put(
+        "missing_study_instance_uid.dcm", "missing_study_instance_uid", _instance_bytes(tpl, segments, values)
+    )
 
-    for k, (kind, bad_uid) in enumerate((
-        ("invalid_uid", "1.2.03.abc"),
-        ("uid_too_long", values[0x00080018][:64] + "1"),
-    )):
-        tpl, dynamic, values = base[4 + k]
-        if kind == "uid_too_long":
-            bad_uid = (values[0x00080018] + "1234567890")[:65]
-        ds = _instance_dataset(tpl, dynamic, values)
-        ignore = _pydicom_config.IGNORE
-        ds[0x00080018] = DataElement(0x00080018, "UI", bad_uid, validation_mode=ignore)
-        ds.file_meta[0x00020003] = DataElement(0x00020003, "UI", bad_uid, validation_mode=ignore)
-        put(f"{kind}.dcm", kind, _dcmwrite_bytes(ds))
+    tpl, segments, _, values = base[4]
+    put(
+        "invalid_uid.dcm", "invalid_uid", _instance_bytes(tpl, segments, {**values, 0x00080018: "1.2.03.abc"})
+    )
 
-    tpl, dynamic, values = base[6]
-    ds = _instance_dataset(tpl, dynamic, values)
+    tpl, segments, _, values = base[5]
+    too_long = (values[0x00080018] + "1234567890")[:65]
+    put("uid_too_long.dcm", "uid_too_long", _instance_bytes(tpl, segments, {**values, 0x00080018: too_long}))
+
+    ds = reference(6)
     ds.file_meta = FileMetaDataset()
     ds.preamble = None
-    put("no_file_meta.dcm", "no_file_meta",
-        _dcmwrite_bytes(ds, enforce_file_format=False, implicit_vr=True, little_endian=True))
+    put(
+        "no_file_meta.dcm",
+        "no_file_meta",
+        _dcmwrite_bytes(ds, enforce_file_format=False, implicit_vr=True, little_endian=True),
+    )
 
     path = dest / "DICOMDIR"
     shutil.copyfile(TEST_FILES / "dicomdirtests" / "DICOMDIR", path)
     out.append(BadInput(path=path, kind="dicomdir", expected_code="dicomdir"))
 
-    tpl, dynamic, values = base[7]
-    data = _instance_bytes(tpl, _series_segments(tpl, dynamic, None), values)
-    put("gzip.dcm.gz", "gzip", gzip.compress(data, compresslevel=6, mtime=0))
+    put("gzip.dcm.gz", "gzip", gzip.compress(valid_bytes(7), compresslevel=6, mtime=0))
     return out
