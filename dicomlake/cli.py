@@ -108,6 +108,83 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str | None, name: str):
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{name} {text!r} is not an ISO 8601 date-time") from exc
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} needs a time zone, e.g. {text}+00:00 or {text}Z")
+    return moment
+
+
+def cmd_changefeed(args: argparse.Namespace) -> int:
+    from dicomlake.changefeed import ChangeFeed
+
+    feed = ChangeFeed(_tenant(args))
+    if args.which == "latest":
+        latest = feed.latest(args.include_metadata)
+        entries = [latest] if latest else []
+    elif args.start_time or args.end_time:
+        start, end = _moment(args.start_time, "--start-time"), _moment(args.end_time, "--end-time")
+        if not (start and end):
+            raise ValueError("--start-time and --end-time go together")
+        entries = feed.read_window(start, end, args.offset, args.limit, args.include_metadata)
+    else:
+        entries = feed.read(args.offset, args.limit, args.include_metadata)
+    payload = [e.as_json() for e in entries]
+    if args.which == "latest":
+        payload = payload[0] if payload else None
+    human = "\n".join(
+        f"{e.sequence:>8}  {e.timestamp.isoformat()}  {e.action:<6} {e.state:<8} "
+        f"{e.study_instance_uid} / {e.series_instance_uid} / {e.sop_instance_uid}"
+        for e in entries
+    )
+    _print(args, payload, human or "the change feed has no entries there")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from dicomlake.lifecycle import NotFound, delete_instances
+
+    try:
+        outcome = delete_instances(_tenant(args), args.study, args.series, args.instance, source="cli")
+    except NotFound as exc:
+        print(f"dicomlake delete: {exc}", file=sys.stderr)
+        return 1
+    payload = {"deleted": outcome.deleted, "first_seq": outcome.first_seq, "last_seq": outcome.last_seq}
+    _print(
+        args, payload, f"deleted {outcome.deleted} instances (seq {outcome.first_seq}..{outcome.last_seq})"
+    )
+    return 0
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from dicomlake.maintenance import maintain
+
+    report = maintain(_tenant(args), dt.timedelta(days=args.blob_retention_days), args.vacuum_retention_hours)
+    purge = report["purge"]
+    human = "\n".join(
+        [
+            f"{t['table']:>14}: compacted {t['files_removed']} -> {t['files_added']} files, "
+            f"vacuumed {t['vacuumed']}"
+            for t in report["tables"]
+        ]
+        + [
+            f"purged {purge['purged']} blobs ({purge['bytes_freed']} bytes); "
+            f"{purge['waiting_for_retention']} wait for their retention"
+        ]
+    )
+    _print(args, report, human)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate sample drops, then run the main Dagster job on them (pipelines.demo)."""
     env = dict(
@@ -162,6 +239,33 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--seed", type=int, default=0)
     samples.add_argument("--bad", action="store_true", help="also write one file of each kind of bad input")
     samples.set_defaults(func=cmd_samples)
+
+    changefeed = commands.add_parser("changefeed", parents=[common], help="read the change feed")
+    changefeed.add_argument("which", nargs="?", choices=["latest"], help="only the latest entry")
+    changefeed.add_argument("--offset", type=int, default=0, help="the last sequence already seen")
+    changefeed.add_argument("--limit", type=int, default=100)
+    changefeed.add_argument("--start-time", help="ISO 8601 with a time zone; inclusive")
+    changefeed.add_argument("--end-time", help="ISO 8601 with a time zone; exclusive")
+    changefeed.add_argument("--include-metadata", action="store_true", help="DICOM JSON of each version")
+    changefeed.set_defaults(func=cmd_changefeed)
+
+    delete = commands.add_parser("delete", parents=[common], help="delete a study, series or instance")
+    delete.add_argument("study")
+    delete.add_argument("series", nargs="?")
+    delete.add_argument("instance", nargs="?")
+    delete.set_defaults(func=cmd_delete)
+
+    maintain = commands.add_parser(
+        "maintain", parents=[common], help="compact, checkpoint and vacuum tables; purge expired blobs"
+    )
+    maintain.add_argument(
+        "--blob-retention-days",
+        type=float,
+        default=7.0,
+        help="keep replaced/deleted versions' bytes this long after the change",
+    )
+    maintain.add_argument("--vacuum-retention-hours", type=int, default=168)
+    maintain.set_defaults(func=cmd_maintain)
 
     demo = commands.add_parser("demo", parents=[common], help="sample drops + the main Dagster job")
     demo.add_argument("--drop", default=os.environ.get("DICOMLAKE_DROP_DIR", DEFAULT_DROP_DIR))

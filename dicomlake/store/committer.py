@@ -74,7 +74,7 @@ class Committer:
     def __init__(self, tenant: TenantStore) -> None:
         self.tenant = tenant
         self._changes = tenant.table("changes")
-        self._current: dict[str, str | None] = {}
+        self._current: dict[str, tuple[str, int] | None] = {}  # UID -> (sha256, seq) of current version
         self._replaced: dict[str, set[str]] = {}  # only for UIDs that had more than one version
         self._state_seq = 0
         self._last_changed_at: dt.datetime | None = None
@@ -90,28 +90,30 @@ class Committer:
                 where=f"seq > {int(self._state_seq)} AND seq <= {int(last)}",
                 order_by="seq",
             )
-            for action, sop, sha in zip(
+            for seq, action, sop, sha in zip(
+                seen.column("seq").to_pylist(),
                 seen.column("action").to_pylist(),
                 seen.column("sop_instance_uid").to_pylist(),
                 seen.column("sha256").to_pylist(),
                 strict=True,
             ):
-                self._apply(sop, action, sha)
+                self._apply(sop, action, sha, seq)
             if seen.num_rows:
                 newest = seen.column("changed_at")[-1].as_py()
                 self._last_changed_at = max(filter(None, [self._last_changed_at, newest]))
             self._state_seq = last
         return last
 
-    def _apply(self, sop: str, action: str, sha: str | None) -> None:
+    def _apply(self, sop: str, action: str, sha: str | None, seq: int) -> None:
         previous = self._current.get(sop)
         if action == "update" and previous:
-            self._replaced.setdefault(sop, set()).add(previous)
-        self._current[sop] = None if action == "delete" else sha
+            self._replaced.setdefault(sop, set()).add(previous[0])
+        self._current[sop] = None if action == "delete" else (sha, seq)  # type: ignore[assignment]
 
     def current_sha256(self, sop_instance_uid: str) -> str | None:
         self._refresh()
-        return self._current.get(sop_instance_uid)
+        current = self._current.get(sop_instance_uid)
+        return current[0] if current else None
 
     def _now(self) -> dt.datetime:
         # Timestamps never go backwards along seq, even across processes with skewed clocks.
@@ -128,11 +130,12 @@ class Committer:
         """
         return self._commit(lambda current: _plan_versions(versions, current, self._replaced), operation)
 
-    def commit_deletes(
-        self, sop_instance_uids: Sequence[str], identity: Sequence[dict[str, Any]], operation: str = "delete"
-    ) -> CommitOutcome:
-        """Append a delete change for each listed instance that currently exists."""
-        return self._commit(lambda current: _plan_deletes(sop_instance_uids, identity, current), operation)
+    def commit_deletes(self, identities: Sequence[dict[str, Any]], source: str) -> CommitOutcome:
+        """Append a delete change for each listed instance that still exists ('unchanged' if not).
+
+        Each identity holds the study/series/SOP instance UIDs and the SOP class UID of the instance.
+        """
+        return self._commit(lambda current: _plan_deletes(identities, source, current), "delete")
 
     def _commit(self, plan, operation: str) -> CommitOutcome:
         for attempt in range(MAX_ATTEMPTS):
@@ -145,6 +148,9 @@ class Committer:
             for offset, row in enumerate(rows, start=1):
                 row["seq"] = last + offset
                 row["changed_at"] = changed_at
+            for row in rows:  # supersessions inside this commit: plan index -> the seq just given
+                if row["previous_seq"] is not None and row["previous_seq"] < 0:
+                    row["previous_seq"] = last - row["previous_seq"]
             table = pa.Table.from_pylist(rows, schema=CHANGES)
             new_last = last + len(rows)
             try:
@@ -164,7 +170,7 @@ class Committer:
                 _backoff(attempt)
                 continue
             for row in rows:
-                self._apply(row["sop_instance_uid"], row["action"], row["sha256"])
+                self._apply(row["sop_instance_uid"], row["action"], row["sha256"], row["seq"])
             self._state_seq = new_last
             self._last_changed_at = changed_at
             outcome.first_seq, outcome.last_seq = last + 1, new_last
@@ -172,38 +178,56 @@ class Committer:
         raise CommitConflict(f"{self.tenant.name}: no commit after {MAX_ATTEMPTS} attempts")
 
 
-def _plan_versions(
-    versions: Sequence[dict[str, Any]], current: dict[str, str | None], replaced: dict[str, set[str]]
-):
+Current = dict[str, "tuple[str, int] | None"]
+
+
+def _plan_versions(versions: Sequence[dict[str, Any]], current: Current, replaced: dict[str, set[str]]):
+    """Decide each version's action; rows carry `previous_seq` as an index into this plan (-n-1)
+    when they supersede a row of the same plan, resolved to a real seq by _commit."""
     actions: list[str] = []
     rows: list[dict[str, Any]] = []
-    pending: dict[str, str | None] = {}
+    pending: dict[str, tuple[str, int]] = {}  # UID -> (sha, -(row index) - 1) within this plan
     pending_replaced: dict[str, set[str]] = {}
     for version in versions:
         sop, sha = version["sop_instance_uid"], version["sha256"]
         existing = pending[sop] if sop in pending else current.get(sop)
         old = replaced.get(sop, set()) | pending_replaced.get(sop, set())
-        if existing == sha or (existing is not None and sha in old):
+        if existing is not None and (existing[0] == sha or sha in old):
             actions.append("unchanged")
             continue
         action = "create" if existing is None else "update"
         actions.append(action)
-        rows.append({**version, "action": action})
+        rows.append({**version, "action": action, "previous_seq": existing[1] if existing else None})
         if existing is not None:
-            pending_replaced.setdefault(sop, set()).add(existing)
-        pending[sop] = sha
+            pending_replaced.setdefault(sop, set()).add(existing[0])
+        pending[sop] = (sha, -len(rows))
     return actions, rows
 
 
-def _plan_deletes(sops: Sequence[str], identity: Sequence[dict[str, Any]], current: dict[str, str | None]):
+IDENTITY = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
+
+
+def _plan_deletes(identities: Sequence[dict[str, Any]], source: str, current: Current):
     actions: list[str] = []
     rows: list[dict[str, Any]] = []
-    for sop, ids in zip(sops, identity, strict=True):
-        if current.get(sop) is None:
+    seen: set[str] = set()
+    for identity in identities:
+        sop = identity["sop_instance_uid"]
+        existing = current.get(sop)
+        if existing is None or sop in seen:
             actions.append("unchanged")
             continue
+        seen.add(sop)
         actions.append("delete")
-        rows.append({**ids, "sop_instance_uid": sop, "action": "delete", "sha256": None})
+        rows.append(
+            {
+                **{k: identity[k] for k in IDENTITY},
+                "action": "delete",
+                "source": source,
+                "sha256": None,
+                "previous_seq": existing[1],
+            }
+        )
     return actions, rows
 
 
@@ -232,7 +256,7 @@ def sync_instances(tenant: TenantStore) -> int:
         try:
             if (first_actions["action"] == "create").all():
                 # Every UID in the window starts with a create, so none is in the projection yet.
-                upserts = last_rows.filter(pl.col("action") != "delete").drop("action")
+                upserts = last_rows.filter(pl.col("action") != "delete")
                 write_deltalake(instances, _as_instances(upserts), mode="append", commit_properties=txn)
             else:
                 (

@@ -31,6 +31,8 @@ _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _TABLE_CONFIG: dict[str, dict[str, str]] = {
     "changes": {"delta.appendOnly": "true", "delta.checkpointInterval": "50"},
     "quarantine": {"delta.appendOnly": "true"},
+    "cursors": {"delta.appendOnly": "true"},
+    "purged_blobs": {"delta.appendOnly": "true"},
 }
 
 

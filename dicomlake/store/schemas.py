@@ -24,13 +24,16 @@ _CHANGE_FIELDS: list[pa.Field] = [
     pa.field("action", pa.string(), nullable=False),  # create | update | delete
     pa.field("changed_at", UTC_TIMESTAMP, nullable=False),
     pa.field("source", pa.string()),  # where the bytes came from: a drop path, a zip member, STOW
+    # The seq this change supersedes (the version an update replaces or a delete removes); null for a
+    # create. It lets a reader tell current / replaced / deleted from the feed alone.
+    pa.field("previous_seq", pa.int64()),
 ]
 
 # THE change feed: append-only, dense gapless seq from 1. Deletes carry the UIDs only.
 CHANGES = pa.schema(_CHANGE_FIELDS + _VERSION_FIELDS)
 
 # Current state: the latest non-deleted version of each SOP instance (a projection of CHANGES).
-INSTANCES = pa.schema([f for f in CHANGES if f.name != "action"])
+INSTANCES = pa.schema([f for f in CHANGES if f.name not in ("action", "previous_seq")])
 
 QUARANTINE = pa.schema(
     [
@@ -44,8 +47,31 @@ QUARANTINE = pa.schema(
     ]
 )
 
+# Consumer positions: the position itself is the Delta txn version; rows are the audit trail.
+CURSORS = pa.schema(
+    [
+        pa.field("consumer", pa.string(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("committed_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+
+# Blobs removed by the retention purge: which version, when, and why it was no longer needed.
+PURGED_BLOBS = pa.schema(
+    [
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("blob_key", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),  # the change that stored this version
+        pa.field("superseded_by_seq", pa.int64(), nullable=False),
+        pa.field("superseded_at", UTC_TIMESTAMP, nullable=False),
+        pa.field("purged_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "changes": CHANGES,
     "instances": INSTANCES,
     "quarantine": QUARANTINE,
+    "cursors": CURSORS,
+    "purged_blobs": PURGED_BLOBS,
 }

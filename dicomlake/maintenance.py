@@ -1,0 +1,60 @@
+"""Table housekeeping that keeps reads fast and never changes what a reader sees.
+
+Compaction rewrites small files into larger ones in insertion (= seq) order, a checkpoint spares
+readers from replaying the whole log, and vacuum deletes only files no current version references
+(after `vacuum_retention_hours`, so readers of recent versions are safe). None of them adds, removes
+or reorders a row: reading any range of the feed before and after gives the same bytes (tested).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from dicomlake.lifecycle import DEFAULT_RETENTION, PurgeSummary, purge_expired_blobs
+from dicomlake.store.lakehouse import TenantStore
+
+TABLES = ("changes", "instances", "quarantine", "cursors", "purged_blobs")
+DEFAULT_VACUUM_RETENTION_HOURS = 168  # Delta's own safe default: one week
+
+
+@dataclass
+class TableMaintenance:
+    table: str
+    version_before: int
+    files_removed: int
+    files_added: int
+    vacuumed: int
+
+
+def maintain_tables(
+    tenant: TenantStore,
+    vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS,
+) -> list[TableMaintenance]:
+    results = []
+    for name in TABLES:
+        table = tenant.table(name)
+        version = table.version()
+        metrics = table.optimize.compact()
+        table.create_checkpoint()
+        vacuumed = table.vacuum(
+            retention_hours=vacuum_retention_hours, dry_run=False, enforce_retention_duration=False
+        )
+        table.cleanup_metadata()
+        results.append(
+            TableMaintenance(
+                name, version, metrics["numFilesRemoved"], metrics["numFilesAdded"], len(vacuumed)
+            )
+        )
+    return results
+
+
+def maintain(
+    tenant: TenantStore,
+    blob_retention: dt.timedelta = DEFAULT_RETENTION,
+    vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS,
+) -> dict:
+    """Everything the maintenance schedule runs, for one tenant; returns what it did."""
+    tables = maintain_tables(tenant, vacuum_retention_hours)
+    purge: PurgeSummary = purge_expired_blobs(tenant, blob_retention)
+    return {"tables": [asdict(t) for t in tables], "purge": asdict(purge)}
