@@ -1,6 +1,6 @@
 """Part-10 bytes -> a validated instance record: promoted columns, DICOM JSON, hash and size.
 
-Only the header is decoded (pydicom stops before pixel data); the structural walk proves the rest
+Only the header is decoded (fastjson stops before pixel data); the structural walk proves the rest
 of the file is complete. Anything that cannot be stored raises InvalidInstance with a stable code.
 """
 
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
-from pydicom.dataelem import DataElement
-from pydicom.errors import InvalidDicomError
 
 from dicomlake.dicom.attributes import promoted_values
+from dicomlake.dicom.fastjson import header_to_json, read_file_meta
 from dicomlake.dicom.structure import PREAMBLE_LENGTH, check_structure, file_meta_end
 from dicomlake.dicom.uid import MAX_UID_LENGTH, uid_problem
 from dicomlake.errors import InvalidInstance
@@ -26,6 +25,13 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 # Binary values above this size stay in the blob; the JSON carries a BulkDataURI instead.
 BULK_DATA_THRESHOLD = 1024
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+# DICOM JSON keys of REQUIRED_UIDS: (0020,000D), (0020,000E), (0008,0018), (0008,0016).
+_REQUIRED_UID_KEYS = {
+    "StudyInstanceUID": "0020000D",
+    "SeriesInstanceUID": "0020000E",
+    "SOPInstanceUID": "00080018",
+    "SOPClassUID": "00080016",
+}
 _SNAKE = {
     "StudyInstanceUID": "study_instance_uid",
     "SeriesInstanceUID": "series_instance_uid",
@@ -49,10 +55,6 @@ class ParsedInstance:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _bulk_data_uri(element: DataElement) -> str:
-    return f"bulkdata/{element.tag:08X}"
 
 
 def _classify_non_part10(data: bytes) -> InvalidInstance:
@@ -83,21 +85,12 @@ def parse_instance(data: bytes) -> ParsedInstance:
     if len(data) < PREAMBLE_LENGTH + 4 or data[PREAMBLE_LENGTH : PREAMBLE_LENGTH + 4] != b"DICM":
         raise _classify_non_part10(data)
     dataset_offset = file_meta_end(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except InvalidDicomError as exc:
-        raise InvalidInstance("not_dicom", f"pydicom cannot read it: {exc}") from exc
-    except Exception as exc:  # pydicom raises many types on corrupt headers
-        raise InvalidInstance("malformed", f"unreadable header: {type(exc).__name__}: {exc}") from exc
-
-    meta = ds.file_meta
+    meta = read_file_meta(data)
     if meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
         raise InvalidInstance(
             "dicomdir", "a DICOMDIR media directory, not an instance; ingest the files it indexes"
         )
-    transfer_syntax = str(meta.get("TransferSyntaxUID") or "").strip()
+    transfer_syntax = meta.get("TransferSyntaxUID", "").strip()
     if not transfer_syntax:
         raise InvalidInstance(
             "missing_transfer_syntax_uid", "the file meta information has no TransferSyntaxUID"
@@ -105,29 +98,21 @@ def parse_instance(data: bytes) -> ParsedInstance:
     if problem := uid_problem(transfer_syntax):
         raise InvalidInstance("invalid_uid", f"TransferSyntaxUID {problem}")
     check_structure(data, dataset_offset, transfer_syntax)
+    parsed = header_to_json(data, dataset_offset, transfer_syntax, BULK_DATA_THRESHOLD)
+    header = parsed.header
 
     for keyword in REQUIRED_UIDS:
-        value = ds.get(keyword)
-        text = str(value).strip() if value is not None else ""
+        values = (header.get(_REQUIRED_UID_KEYS[keyword]) or {}).get("Value") or []
+        text = "\\".join(str(v) for v in values).strip()
         if not text:
             raise InvalidInstance(f"missing_{_SNAKE[keyword]}", f"{keyword} is missing or empty")
         if problem := uid_problem(text):
             code = "uid_too_long" if len(text) > MAX_UID_LENGTH else "invalid_uid"
             raise InvalidInstance(code, f"{keyword} {problem}")
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = ds.to_json_dict(
-                bulk_data_threshold=BULK_DATA_THRESHOLD, bulk_data_element_handler=_bulk_data_uri
-            )
-            header_json = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
-    except Exception as exc:
-        raise InvalidInstance(
-            "malformed", f"a header value cannot be decoded: {type(exc).__name__}: {exc}"
-        ) from exc
-
+    header_json = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
     record = promoted_values(header)
     record["transfer_syntax_uid"] = transfer_syntax
     record["dicom_json"] = header_json
+    record["warnings"] = parsed.warnings  # one sentence per value that was not converted cleanly
     return ParsedInstance(record=record, sha256=sha256_hex(data), size=len(data))
