@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dicomlake.store.committer import latest_seq
+from dicomlake.changefeed.files import FeedFiles
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 
@@ -73,10 +73,12 @@ class ChangeFeed:
     def __init__(self, tenant: TenantStore) -> None:
         self.tenant = tenant
         self._table = tenant.table("changes")
+        self._files = FeedFiles(self._table, tenant.lakehouse.filesystem())
+        self._schema = pa.schema(self._table.schema().to_arrow())
 
     def latest_sequence(self) -> int:
-        self._table.update_incremental()
-        return latest_seq(self._table)
+        self._files.refresh()  # one log check per call; the file list moves only with the version
+        return self._files.latest_seq
 
     # -- columnar pages (the fast path; entries are built from these) ----------------------------
     def read_arrow(self, offset: int = 0, limit: int = 100, include_metadata: bool = False) -> pa.Table:
@@ -85,12 +87,8 @@ class ChangeFeed:
         upper = min(offset + limit, self.latest_sequence())
         if upper <= offset:
             return self._with_states(self._empty(include_metadata))
-        page = scan(
-            self._table,
-            self._columns(include_metadata),
-            where=f"seq > {int(offset)} AND seq <= {int(upper)}",
-            order_by="seq",
-        )
+        columns = self._columns(include_metadata)
+        page = self._files.rows(offset, upper, columns, pa.schema([self._schema.field(c) for c in columns]))
         return self._with_states(page)
 
     def read_window_arrow(
@@ -141,38 +139,33 @@ class ChangeFeed:
         return _ENTRY_COLUMNS + (["dicom_json"] if include_metadata else [])
 
     def _empty(self, include_metadata: bool) -> pa.Table:
-        schema = pa.schema(self._table.schema().to_arrow())
-        return pa.schema([schema.field(c) for c in self._columns(include_metadata)]).empty_table()
+        return pa.schema([self._schema.field(c) for c in self._columns(include_metadata)]).empty_table()
 
     def _with_states(self, page: pa.Table) -> pa.Table:
         """Add `state` (and `tenant`): look up the changes that supersede the page's entries."""
-        states = pa.array([], pa.string())
-        if page.num_rows:
-            seqs = page.column("seq")
-            lowest, highest = pc.min(seqs).as_py(), pc.max(seqs).as_py()
-            successors = scan(
-                self._table,
-                ["previous_seq", "action"],
-                where=f"previous_seq >= {int(lowest)} AND previous_seq <= {int(highest)}",
-            )
-            by_previous = dict(
-                zip(
-                    successors.column("previous_seq").to_pylist(),
-                    successors.column("action").to_pylist(),
-                    strict=True,
+        rows = page.num_rows
+        state = pa.array([], pa.string())
+        if rows:
+            seqs, actions = page.column("seq"), page.column("action")
+            successors = self._files.successors(seqs[0].as_py(), seqs[rows - 1].as_py())
+            deletes = pc.any(pc.equal(actions, "delete")).as_py()
+            if successors.num_rows == 0 and not deletes:
+                state = pa.repeat("current", rows)  # the common case: nothing on this page superseded
+            else:
+                # A delete entry is itself 'deleted'; otherwise the superseding action decides.
+                position = pc.index_in(seqs, value_set=successors.column("previous_seq"))
+                superseded_by = pc.take(successors.column("action"), position)
+                state = pc.if_else(
+                    pc.equal(actions, "delete"),
+                    "deleted",
+                    pc.if_else(
+                        pc.is_null(superseded_by),
+                        "current",
+                        pc.if_else(pc.equal(superseded_by, "update"), "replaced", "deleted"),
+                    ),
                 )
-            )
-            states = pa.array(
-                [
-                    "deleted"
-                    if action == "delete"
-                    else {"update": "replaced", "delete": "deleted"}.get(by_previous.get(seq, ""), "current")
-                    for seq, action in zip(seqs.to_pylist(), page.column("action").to_pylist(), strict=True)
-                ],
-                pa.string(),
-            )
-        page = page.append_column("state", states)
-        return page.append_column("tenant", pa.array([self.tenant.name] * page.num_rows, pa.string()))
+        page = page.append_column("state", state)
+        return page.append_column("tenant", pa.repeat(self.tenant.name, rows).cast(pa.string()))
 
     def _entries(self, page: pa.Table) -> list[ChangeFeedEntry]:
         rows = page.to_pylist()
