@@ -75,7 +75,7 @@ def generate(root: Path, entries: int, commit_size: int) -> float:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -142,7 +142,8 @@ def main() -> None:
         f"  = {ours_rate / raw_rate:.0%} of raw (target >= 50%)"
     )
     print(
-        f"  {'ours: ChangeFeed.read (Python entries)':<44} {object_rate:>12,.0f} entries/s  (first {pages} pages)"
+        f"  {'ours: ChangeFeed.read (Python entries)':<44} {object_rate:>12,.0f} entries/s"
+        f"  (first {pages} pages)"
     )
     print(
         f"  page at offset {n - args.page:,}, fresh reader: p50 {statistics.median(last_page):.1f} ms, "
