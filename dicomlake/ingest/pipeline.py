@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dicomlake.ingest.sources import SourceItem, dispose, expand_sources
-from dicomlake.ingest.worker import ItemResult, TenantSpec, process_items
+from dicomlake.ingest.worker import ItemResult, TenantSpec, container_state, process_items
 from dicomlake.store.committer import Committer, record_quarantine, sync_instances
 from dicomlake.store.lakehouse import TenantStore
 
@@ -44,6 +44,9 @@ class IngestSummary:
     seconds: float = 0.0
     instances_per_second: float = 0.0
     errors: list[dict[str, str]] = field(default_factory=list)
+    # Drop files not disposed of because they changed while being ingested (their new bytes were not
+    # read) or could not be read: they stay where they are for the next run.
+    left_in_place: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +61,8 @@ class IngestOptions:
     batch_size: int = 1000
     disposition: str = "keep"
     move_to: str | None = None
+    # Moved files keep their path relative to this folder (default: the folder that was given).
+    move_relative_to: str | None = None
     projection_interval_s: float = 10.0  # how often a long ingest refreshes `instances`
     max_errors_listed: int = 100
 
@@ -91,6 +96,8 @@ class _Run:
         self.options: IngestOptions = options
         self.summary: IngestSummary = summary
         self.items: list[SourceItem] = items
+        if options.move_relative_to:
+            bases = {options.move_relative_to}
         self.bases = sorted(bases, key=len, reverse=True)
         self.progress = progress
         self.committer = Committer(tenant)
@@ -100,6 +107,7 @@ class _Run:
         for item in items:
             self.remaining[item.container] += 1
         self.failed_containers: set[str] = set()
+        self.observed: dict[str, tuple[int, int] | None] = {}  # container -> state when first read
         self.last_projection = time.monotonic()
         self.done = 0
 
@@ -152,12 +160,17 @@ class _Run:
             if problem and len(summary.errors) < self.options.max_errors_listed:
                 code, reason = problem
                 summary.errors.append({"source": result.item.source, "code": code, "reason": reason})
+            container = result.item.container
+            self.observed.setdefault(container, result.observed)
             if result.error:
                 summary.unreadable += 1
-                self.failed_containers.add(result.item.container)
-            self.remaining[result.item.container] -= 1
-            container = result.item.container
-            if self.remaining[container] == 0 and container not in self.failed_containers:
+                self.failed_containers.add(container)
+            self.remaining[container] -= 1
+            if self.remaining[container] == 0 and self.options.disposition != "keep":
+                changed = container_state(container) != self.observed[container]
+                if container in self.failed_containers or changed:
+                    summary.left_in_place.append(container)
+                    continue
                 dispose(
                     container,
                     self.options.disposition,

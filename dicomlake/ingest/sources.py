@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -126,11 +126,20 @@ def dispose(
     elif disposition == "move":
         if not move_to:
             raise ValueError("disposition 'move' needs a destination folder")
-        target = Path(move_to) / _relative(container, base)
+        target = _free_name(Path(move_to) / _relative(container, base))
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(container, target)
+        shutil.move(container, target)  # a rename, or copy + delete across file systems
     else:
         raise ValueError(f"unknown disposition {disposition!r} (keep | delete | move)")
+
+
+def _free_name(target: Path) -> Path:
+    """`target`, or `name.1`, `name.2`… if taken: a move never overwrites an earlier file."""
+    candidate, number = target, 0
+    while candidate.exists():
+        number += 1
+        candidate = target.with_name(f"{target.name}.{number}")
+    return candidate
 
 
 def _relative(container: str, base: str | None) -> str:

@@ -8,6 +8,7 @@ a rerun reuses (same content, same key).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ class ItemResult:
     version: dict[str, Any] | None = None  # a row for Committer.commit_versions
     quarantine: dict[str, Any] | None = None  # a row for record_quarantine
     error: str | None = None  # the item could not even be read (vanished, permissions)
+    # (size, mtime_ns) of a local container just before it was read: disposal checks it is unchanged.
+    observed: tuple[int, int] | None = None
 
     @property
     def problem(self) -> tuple[str, str] | None:
@@ -52,6 +55,17 @@ class ItemResult:
 
 
 _STORES: dict[TenantSpec, TenantStore] = {}
+
+
+def container_state(container: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a local file, None for remote objects or a file that is gone."""
+    if "://" in container:
+        return None
+    try:
+        stat = os.stat(container)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _store(spec: TenantSpec) -> TenantStore:
@@ -90,11 +104,12 @@ def process_items(spec: TenantSpec, items: list[SourceItem]) -> list[ItemResult]
     options = dict(spec.storage_options) or None
     results = []
     for item in items:
+        observed = container_state(item.container)
         try:
             data = read_item(item, options)
         except OSError as exc:  # vanished or unreadable: nothing to keep, report it
             results.append(ItemResult(item, error=f"{type(exc).__name__}: {exc}"))
             continue
         version, quarantine = process_bytes(store, item.source, data)
-        results.append(ItemResult(item, version, quarantine))
+        results.append(ItemResult(item, version, quarantine, observed=observed))
     return results

@@ -180,3 +180,40 @@ def test_explicit_files_are_accepted(tenant: TenantStore, drop: SampleSummary) -
     assert summary.created == 3
     shutil.rmtree(drop.dest)
     assert frame(tenant, "instances").height == 3  # nothing depends on the drop once committed
+
+
+def test_moving_files_given_one_by_one_keeps_their_layout_and_never_overwrites(
+    tenant: TenantStore, tmp_path: Path
+) -> None:
+    drop = generate_sample_drop(tmp_path / "in", n_instances=12, seed=4)  # tree layout: names repeat
+    names = [p.name for p in drop.files]
+    assert len(set(names)) < len(names)
+    done = tmp_path / "done"
+    ingest(drop.files, tenant, IngestOptions(disposition="move", move_to=str(done),
+                                             move_relative_to=str(drop.dest)))
+    assert sorted(p.relative_to(done) for p in done.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(drop.dest) for p in drop.files)
+    second = generate_sample_drop(tmp_path / "again", n_instances=12, seed=5)
+    ingest(second.files, tenant, IngestOptions(disposition="move", move_to=str(done)))  # flat: names collide
+    assert len([p for p in done.rglob("*") if p.is_file()]) == 24  # nothing overwritten
+
+
+def test_a_file_rewritten_during_ingest_stays_in_the_drop(
+    tenant: TenantStore, drop: SampleSummary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomlake.ingest.worker as worker
+
+    victim = drop.files[3]
+    original_read = worker.read_item
+
+    def read_then_rewrite(item, options=None):
+        data = original_read(item, options)
+        if item.container == str(victim):  # an uploader replaces the file right after we read it
+            victim.write_bytes(data + b"\0\0")
+        return data
+
+    monkeypatch.setattr(worker, "read_item", read_then_rewrite)
+    summary = ingest([drop.dest], tenant, IngestOptions(disposition="delete"))
+    assert summary.left_in_place == [str(victim)]
+    assert victim.exists()  # its new bytes were never read, so it must not be deleted
+    assert [p for p in drop.dest.rglob("*") if p.is_file()] == [victim]
