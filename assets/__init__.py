@@ -5,11 +5,12 @@ The asset and sensor modules do not use `from __future__ import annotations`: Da
 `context` annotation when the decorator runs, and a string annotation fails that check.
 """
 
+from assets.changefeed import change_feed
 from assets.checks import change_feed_is_dense, instances_are_valid, studies_are_consistent
 from assets.index import levels
 from assets.ingest import COMMITTER_POOL, QUARANTINE_CHECK, dicom_instances, drop_batches
 
-ALL_ASSETS = [dicom_instances, levels]
+ALL_ASSETS = [change_feed, dicom_instances, levels]
 ALL_CHECKS = [instances_are_valid, change_feed_is_dense, studies_are_consistent]
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ALL_CHECKS",
     "COMMITTER_POOL",
     "QUARANTINE_CHECK",
+    "change_feed",
     "dicom_instances",
     "drop_batches",
     "levels",

@@ -14,7 +14,8 @@ import dagster as dg
 
 from assets import ALL_ASSETS, ALL_CHECKS
 from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT
-from pipelines.jobs import ingest_job, levels_job
+from pipelines.jobs import ingest_job, levels_job, observe_change_feed_job
+from pipelines.maintenance import maintenance_job, maintenance_schedule
 from pipelines.sensors import TENANT_TAG, drop_folder_sensor
 from resources import DEFAULT_DROP_DIR, DropFolderResource, IngestResource, LakehouseResource
 
@@ -70,14 +71,27 @@ def levels_automation_sensor(tenant: str) -> dg.AutomationConditionSensorDefinit
     )
 
 
+def feed_observation_sensor(tenant: str) -> dg.AutomationConditionSensorDefinition:
+    """Observes `change_feed` every minute, so its data version (latest seq) follows the feed."""
+    return dg.AutomationConditionSensorDefinition(
+        "feed_observation_sensor",
+        target=dg.AssetSelection.assets("change_feed"),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        run_tags={TENANT_TAG: tenant},
+    )
+
+
 def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The project's definitions; `resources` replaces the environment-derived ones (tests)."""
     resources = dict(resources) if resources is not None else resources_for()
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[ingest_job, levels_job],
-        sensors=[drop_folder_sensor, levels_automation_sensor(resources["lakehouse"].tenant)],
+        jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job],
+        schedules=[maintenance_schedule(resources["lakehouse"].tenant)],
+        sensors=[drop_folder_sensor, levels_automation_sensor(resources["lakehouse"].tenant),
+                 feed_observation_sensor(resources["lakehouse"].tenant)],
         resources=resources,
     )
 

@@ -1,4 +1,5 @@
-"""Jobs: `ingest_job` (one drop batch) and `levels_job` (series + studies and their checks)."""
+"""Jobs: `ingest_job` (one drop batch), `levels_job` (series + studies and their checks) and
+`observe_change_feed_job` (records the feed's latest seq as the data version of `change_feed`)."""
 
 from __future__ import annotations
 
@@ -18,4 +19,10 @@ levels_job = dg.define_asset_job(
     "levels_job",
     selection=dg.AssetSelection.assets("series", "studies"),
     description="Rebuild the series and studies tables from instances, then check them.",
+)
+
+observe_change_feed_job = dg.define_asset_job(
+    "observe_change_feed_job",
+    selection=dg.AssetSelection.assets("change_feed"),
+    description="Observe the change feed: its data version becomes the latest sequence number.",
 )
