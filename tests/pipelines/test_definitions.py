@@ -98,10 +98,12 @@ def test_the_code_location_loads() -> None:
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"dicom_instances", "series", "studies"}
+    assert keys == {"change_feed", "dicom_instances", "series", "studies"}
     assert graph.get(dg.AssetKey("dicom_instances")).group_name == "ingest"
     assert graph.get(dg.AssetKey("studies")).group_name == "index"
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"ingest_job", "levels_job"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "ingest_job", "levels_job", "observe_change_feed_job", "maintenance_job"}
+    assert defs.resolve_schedule_def("nightly_maintenance").cron_schedule == "30 3 * * *"
     assert defs.resolve_sensor_def("drop_folder_sensor").minimum_interval_seconds == 30
     assert defs.resolve_sensor_def("levels_automation_sensor") is not None
 
