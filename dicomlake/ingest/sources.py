@@ -81,14 +81,19 @@ def s3_filesystem(storage_options: Mapping[str, str] | None) -> fsspec.AbstractF
 
 def _s3_items(uri: str, storage_options: Mapping[str, str] | None) -> Iterator[SourceItem]:
     fs = s3_filesystem(storage_options)
+    base = uri.removeprefix("s3://").rstrip("/")
     for key in sorted(fs.find(uri)):
         name = f"s3://{key}"
-        if Path(key).name.startswith("."):
+        # As for local folders: skip dot-names anywhere below the given prefix ('.staging/x.dcm').
+        if any(part.startswith(".") for part in key.removeprefix(base).split("/")):
             continue
         if key.lower().endswith(".zip"):
-            yield from _zip_items(name, opener=lambda p: fs.open(p, "rb"))
-        else:
-            yield SourceItem(name, name)
+            try:  # read the whole listing first: a bad archive raises before any item is yielded
+                yield from list(_zip_items(name, opener=lambda p: fs.open(p, "rb")))
+                continue
+            except zipfile.BadZipFile:
+                pass  # not really a zip: an item of its own, quarantined like a local one
+        yield SourceItem(name, name)
 
 
 def read_item(item: SourceItem, storage_options: Mapping[str, str] | None = None) -> bytes:
