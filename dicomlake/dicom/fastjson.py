@@ -119,6 +119,9 @@ _key_cache: dict[int, str] = {}
 class HeaderJson:
     header: dict[str, Any]  # DICOM JSON of the dataset, group 0002 and pixel data excluded
     warnings: list[str]  # one human sentence per element that could not be converted cleanly
+    # Where the walk stopped in `data`: the top-level pixel data element, or the end. Everything
+    # before it is proven to fit in the bytes; check_structure only needs to look from here on.
+    end_offset: int
 
 
 def _dictionary_vr(tag: int) -> str | None:
@@ -788,7 +791,9 @@ def header_to_json(
     """
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
     little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
-    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    deflated = transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    original_length = len(data)
+    if deflated:
         try:
             data = zlib.decompress(data[dataset_offset:], -zlib.MAX_WBITS)
         except zlib.error as exc:
@@ -808,11 +813,13 @@ def header_to_json(
         )
     ctx = _Context(list(_DEFAULT_ENCODINGS), "latin-1", found_implicit, None, False)
     try:
-        header, _ = walker.dataset(dataset_offset, end, ctx, True, 0)
+        header, stopped = walker.dataset(dataset_offset, end, ctx, True, 0)
     except struct.error as exc:  # a header unpack past the end of the bytes
         raise _truncated(f"an element header ({exc})") from exc
     walker.resolve_pending()
-    return HeaderJson(header=header, warnings=walker.warnings)
+    # Inflating proved the whole deflated stream complete; offsets there are not file offsets.
+    return HeaderJson(header=header, warnings=walker.warnings,
+                      end_offset=original_length if deflated else stopped)
 
 
 # --- file meta information ----------------------------------------------------------------

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pydicom
 
 from dicomlake.dicom.attributes import promoted_values
@@ -97,8 +98,8 @@ def parse_instance(data: bytes) -> ParsedInstance:
         )
     if problem := uid_problem(transfer_syntax):
         raise InvalidInstance("invalid_uid", f"TransferSyntaxUID {problem}")
-    check_structure(data, dataset_offset, transfer_syntax)
     parsed = header_to_json(data, dataset_offset, transfer_syntax, BULK_DATA_THRESHOLD)
+    check_structure(data, parsed.end_offset, transfer_syntax)  # pixel data and after: not walked yet
     header = parsed.header
 
     for keyword in REQUIRED_UIDS:
@@ -110,7 +111,10 @@ def parse_instance(data: bytes) -> ParsedInstance:
             code = "uid_too_long" if len(text) > MAX_UID_LENGTH else "invalid_uid"
             raise InvalidInstance(code, f"{keyword} {problem}")
 
-    header_json = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
+    try:
+        header_json = orjson.dumps(header).decode()  # compact UTF-8 JSON, ~5x faster than json
+    except orjson.JSONEncodeError:  # e.g. an IS value beyond 64 bits, which orjson refuses
+        header_json = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
     record = promoted_values(header)
     record["transfer_syntax_uid"] = transfer_syntax
     record["dicom_json"] = header_json

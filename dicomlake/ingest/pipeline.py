@@ -63,7 +63,6 @@ class IngestOptions:
     move_to: str | None = None
     # Moved files keep their path relative to this folder (default: the folder that was given).
     move_relative_to: str | None = None
-    projection_interval_s: float = 10.0  # how often a long ingest refreshes `instances`
     max_errors_listed: int = 100
 
 
@@ -108,7 +107,6 @@ class _Run:
             self.remaining[item.container] += 1
         self.failed_containers: set[str] = set()
         self.observed: dict[str, tuple[int, int] | None] = {}  # container -> state when first read
-        self.last_projection = time.monotonic()
         self.done = 0
 
     def execute(self) -> None:
@@ -181,9 +179,9 @@ class _Run:
         self.done += len(batch)
         if self.progress:
             self.progress(self.done, len(self.items))
-        if time.monotonic() - self.last_projection > self.options.projection_interval_s:
-            sync_instances(self.tenant)
-            self.last_projection = time.monotonic()
+        # Keep `instances` current batch by batch: cheap (it appends what was just committed) and
+        # memory stays flat however long the ingest runs.
+        sync_instances(self.tenant, outcome)
 
     def _base_of(self, container: str) -> str | None:
         for base in self.bases:

@@ -74,14 +74,13 @@ def _store(spec: TenantSpec) -> TenantStore:
     return _STORES[spec]
 
 
-def process_bytes(store: TenantStore, source: str, data: bytes) -> tuple[dict | None, dict | None]:
-    """Parse and store one object; return (version row, None) or (None, quarantine row)."""
+def prepare(source: str, data: bytes) -> tuple[dict | None, dict | None, str]:
+    """Parse one object: (version row, None, blob key) or (None, quarantine row, quarantine key)."""
     try:
         parsed = parse_instance(data)
     except InvalidInstance as exc:
         sha = sha256_hex(data)
         key = quarantine_key(sha)
-        store.blobs.put(key, data)
         return None, {
             "sha256": sha,
             "quarantine_key": key,
@@ -90,19 +89,26 @@ def process_bytes(store: TenantStore, source: str, data: bytes) -> tuple[dict | 
             "error_code": exc.code,
             "reason": exc.reason,
             "quarantined_at": dt.datetime.now(dt.UTC),
-        }
+        }, key
     key = blob_key(parsed.sha256)
-    store.blobs.put(key, data)
     version = dict(parsed.record)
     version.setdefault("warnings", [])
     version.update(sha256=parsed.sha256, blob_key=key, size_bytes=parsed.size, source=source)
-    return version, None
+    return version, None, key
+
+
+def process_bytes(store: TenantStore, source: str, data: bytes) -> tuple[dict | None, dict | None]:
+    """Parse and store one object; return (version row, None) or (None, quarantine row)."""
+    version, quarantine, key = prepare(source, data)
+    store.blobs.put(key, data)
+    return version, quarantine
 
 
 def process_items(spec: TenantSpec, items: list[SourceItem]) -> list[ItemResult]:
+    """Parse a chunk, then write all its bytes at once: durable before the results go back."""
     store = _store(spec)
     options = dict(spec.storage_options) or None
-    results = []
+    results, writes = [], []
     for item in items:
         observed = container_state(item.container)
         try:
@@ -110,6 +116,8 @@ def process_items(spec: TenantSpec, items: list[SourceItem]) -> list[ItemResult]
         except OSError as exc:  # vanished or unreadable: nothing to keep, report it
             results.append(ItemResult(item, error=f"{type(exc).__name__}: {exc}"))
             continue
-        version, quarantine = process_bytes(store, item.source, data)
+        version, quarantine, key = prepare(item.source, data)
+        writes.append((key, data))
         results.append(ItemResult(item, version, quarantine, observed=observed))
+    store.blobs.put_many(writes)  # all at once, on parallel threads: fsyncs share journal commits
     return results

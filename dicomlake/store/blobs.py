@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -28,32 +30,55 @@ class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> bool:
         """Store `data` under `key` unless it exists; True when this call wrote it."""
 
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """put() for many blobs; every one is durable when this returns."""
+
     def get(self, key: str) -> bytes: ...
 
-    def exists(self, key: str) -> bool: ...
 
-    def delete(self, key: str) -> None: ...
+_WRITERS: ThreadPoolExecutor | None = None
 
-    def keys(self, prefix: str) -> list[str]: ...
+
+def _writers() -> ThreadPoolExecutor:
+    # Durable writes wait on the disk; concurrent fsyncs share journal commits instead of queueing.
+    global _WRITERS
+    if _WRITERS is None:
+        _WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomlake-blob")
+    return _WRITERS
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class LocalBlobStore:
-    """A folder. Writes go to a temp file, are fsynced, then renamed: a reader never sees half a blob."""
+    """A folder. Each blob is written to a temp file, fsynced, renamed into place, and its folder
+    fsynced: a reader never sees half a blob, and a committed blob survives a power cut."""
 
     def __init__(self, base: Path, durable: bool = True) -> None:
         self.base = base
         self.durable = durable
         self._tmp = base / ".tmp"
+        self._made: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         return self.base / key
 
-    def put(self, key: str, data: bytes) -> bool:
+    def _folder(self, path: Path) -> None:
+        if path not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made.add(path)
+
+    def _write(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         if path.exists():
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._folder(path.parent)
+        self._folder(self._tmp)
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -62,6 +87,20 @@ class LocalBlobStore:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
         return True
+
+    def put(self, key: str, data: bytes) -> bool:
+        return self.put_many([(key, data)])[0]
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        if len(items) <= 1 or not self.durable:
+            written = [self._write(key, data) for key, data in items]
+        else:
+            written = list(_writers().map(lambda item: self._write(*item), items))
+        if self.durable:
+            new_keys = [key for (key, _), new in zip(items, written, strict=True) if new]
+            for folder in {self._path(key).parent for key in new_keys}:
+                _fsync_directory(folder)  # the rename itself is durable only once its folder is
+        return written
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -97,6 +136,9 @@ class FsspecBlobStore:
             return False
         self.fs.pipe_file(path, data)
         return True
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        return [self.put(key, data) for key, data in items]
 
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))

@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
@@ -47,6 +48,7 @@ class CommitOutcome:
     actions: list[str] = field(default_factory=list)  # create | update | unchanged
     first_seq: int | None = None
     last_seq: int | None = None
+    rows: pa.Table | None = None  # exactly what was appended to `changes`
 
     def count(self, action: str) -> int:
         return sum(1 for a in self.actions if a == action)
@@ -173,7 +175,7 @@ class Committer:
                 self._apply(row["sop_instance_uid"], row["action"], row["sha256"], row["seq"])
             self._state_seq = new_last
             self._last_changed_at = changed_at
-            outcome.first_seq, outcome.last_seq = last + 1, new_last
+            outcome.first_seq, outcome.last_seq, outcome.rows = last + 1, new_last, table
             return outcome
         raise CommitConflict(f"{self.tenant.name}: no commit after {MAX_ATTEMPTS} attempts")
 
@@ -234,49 +236,74 @@ def _plan_deletes(identities: Sequence[dict[str, Any]], source: str, current: Cu
 # -- the instances projection ----------------------------------------------------------------
 
 
-def sync_instances(tenant: TenantStore) -> int:
-    """Bring `instances` up to the latest seq of `changes`; return the seq it now reflects."""
+PROJECTION_WINDOW = 5000  # seqs per projection commit: bounds memory however far behind it is
+
+
+def sync_instances(tenant: TenantStore, just_committed: CommitOutcome | None = None) -> int:
+    """Bring `instances` up to the latest seq of `changes`; return the seq it now reflects.
+
+    `just_committed` (the outcome of the commit that just happened) lets the common case, a batch
+    of creates right after the seq the projection reflects, append those rows without reading them
+    back from the feed.
+    """
     changes = tenant.table("changes")
-    for attempt in range(MAX_ATTEMPTS):
+    conflicts = 0
+    while True:  # one window per pass; only conflicts count against the retry budget
         instances = tenant.table("instances")
         applied = instances.transaction_version(PROJECTION_APP) or 0
         changes.update_incremental()
         latest = latest_seq(changes)
         if applied >= latest:
             return applied
-        window = pl.from_arrow(
-            scan(changes, where=f"seq > {int(applied)} AND seq <= {int(latest)}", order_by="seq")
-        )
-        first_actions = window.group_by("sop_instance_uid", maintain_order=True).agg(pl.col("action").first())
-        last_rows = window.group_by("sop_instance_uid", maintain_order=True).last().sort("seq")
+        rows = just_committed.rows if just_committed else None
+        if (rows is not None and just_committed.first_seq == applied + 1
+                and pc.all(pc.equal(rows.column("action"), "create")).as_py()):
+            upper, window = just_committed.last_seq, None
+        else:
+            upper = min(latest, applied + PROJECTION_WINDOW)
+            window = pl.from_arrow(
+                scan(changes, where=f"seq > {int(applied)} AND seq <= {int(upper)}", order_by="seq")
+            )
         txn = CommitProperties(
-            app_transactions=[Transaction(app_id=PROJECTION_APP, version=latest)],
-            custom_metadata={"dicomlake.operation": "project", "dicomlake.seq": str(latest)},
+            app_transactions=[Transaction(app_id=PROJECTION_APP, version=upper)],
+            custom_metadata={"dicomlake.operation": "project", "dicomlake.seq": str(upper)},
         )
         try:
-            if (first_actions["action"] == "create").all():
-                # Every UID in the window starts with a create, so none is in the projection yet.
-                upserts = last_rows.filter(pl.col("action") != "delete")
-                write_deltalake(instances, _as_instances(upserts), mode="append", commit_properties=txn)
+            if window is None:
+                write_deltalake(instances, rows.select(INSTANCES.names).cast(INSTANCES), mode="append",
+                                commit_properties=txn)
             else:
-                (
-                    instances.merge(
-                        _as_instances(last_rows, keep_action=True),
-                        predicate="t.sop_instance_uid = s.sop_instance_uid",
-                        source_alias="s",
-                        target_alias="t",
-                        commit_properties=txn,
-                    )
-                    .when_matched_delete(predicate="s.action = 'delete'")
-                    .when_matched_update_all(predicate="s.action <> 'delete'", except_cols=["action"])
-                    .when_not_matched_insert_all(predicate="s.action <> 'delete'", except_cols=["action"])
-                    .execute()
-                )
-        except CommitFailedError:
-            _backoff(attempt)
+                _project_window(instances, window, txn)
+        except CommitFailedError as exc:
+            conflicts += 1
+            if conflicts >= MAX_ATTEMPTS:
+                raise CommitConflict(f"{tenant.name}: instances projection did not commit") from exc
+            _backoff(conflicts)
             continue
-        return latest
-    raise CommitConflict(f"{tenant.name}: instances projection did not commit")
+        just_committed = None  # used once; anything further comes from the feed
+
+
+def _project_window(instances: DeltaTable, window: pl.DataFrame, txn: CommitProperties) -> None:
+    first_actions = window.group_by("sop_instance_uid", maintain_order=True).agg(pl.col("action").first())
+    last_rows = window.group_by("sop_instance_uid", maintain_order=True).last().sort("seq")
+    if (first_actions["action"] == "create").all():
+        # Every UID in the window starts with a create, so none is in the projection yet.
+        upserts = last_rows.filter(pl.col("action") != "delete")
+        write_deltalake(instances, _as_instances(upserts), mode="append", commit_properties=txn)
+        return
+    (
+        instances.merge(
+            _as_instances(last_rows, keep_action=True),
+            predicate="t.sop_instance_uid = s.sop_instance_uid",
+            source_alias="s",
+            target_alias="t",
+            commit_properties=txn,
+        )
+        .when_matched_delete(predicate="s.action = 'delete'")
+        .when_matched_update_all(predicate="s.action <> 'delete'", except_cols=["action"])
+        .when_not_matched_insert_all(predicate="s.action <> 'delete'", except_cols=["action"])
+        .execute()
+    )
 
 
 def _as_instances(frame: pl.DataFrame, keep_action: bool = False) -> pa.Table:

@@ -81,3 +81,21 @@ def test_competing_versions_of_the_same_instances_serialize(tmp_path: Path) -> N
     assert per_uid.height == 15
     for actions in per_uid["action"].to_list():
         assert actions == ["create", "update"]  # one wins the create, the other's bytes update it
+
+
+def test_a_projection_far_behind_catches_up_in_bounded_windows(tmp_path: Path, monkeypatch) -> None:
+    import dicomlake.store.committer as committer
+
+    monkeypatch.setattr(committer, "PROJECTION_WINDOW", 4)  # 30 changes -> 8 windows
+    tenant = Lakehouse(tmp_path / "lake").tenant()
+    files = generate_sample_drop(tmp_path / "drop", n_instances=30, seed=23).files
+    writer = committer.Committer(tenant)
+    from dicomlake.ingest.worker import prepare
+
+    versions = [prepare(str(f), f.read_bytes())[0] for f in files]
+    writer.commit_versions(versions[:20])
+    writer.commit_versions(versions[20:])
+    assert tenant.table("instances").transaction_version(committer.PROJECTION_APP) is None
+    assert sync_instances(tenant) == 30
+    assert tenant.table("instances").version() == 8
+    assert_feed_is_dense_and_replays_to_instances(tenant)
