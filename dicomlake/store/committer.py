@@ -15,11 +15,15 @@ commits, the next writer or reader catches it up: `changes` is the source of tru
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -56,6 +60,36 @@ class CommitOutcome:
 
 def _backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.uniform(0.5, 1.5))
+
+
+def make_durable(table: DeltaTable) -> None:
+    """fsync the table's latest commit (log entry, the data files it adds, their folders).
+
+    delta-rs's local store renames files into place without fsync; the feed promises that a change
+    it reported is on disk, and drop files are removed on that promise. Object stores need nothing.
+    """
+    uri = table.table_uri
+    if not uri.startswith("file://"):
+        return
+    root = Path(unquote(uri.removeprefix("file://")))
+    entry = root / "_delta_log" / f"{table.version():020d}.json"
+    touched = [entry]
+    for line in entry.read_text().splitlines():
+        add = json.loads(line).get("add")
+        if add:
+            touched.append(root / unquote(add["path"]))
+    for path in touched:
+        _fsync(path)
+    for folder in {path.parent for path in touched}:
+        _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def latest_seq(table: DeltaTable) -> int:
@@ -171,6 +205,7 @@ class Committer:
             except CommitFailedError:
                 _backoff(attempt)
                 continue
+            make_durable(self._changes)  # the table object now stands at exactly our commit
             for row in rows:
                 self._apply(row["sop_instance_uid"], row["action"], row["sha256"], row["seq"])
             self._state_seq = new_last
