@@ -1,11 +1,13 @@
 """Sequential pages straight from the feed's data files, cached: the fast path for paging readers.
 
-Delta data files never change once written, so a decoded file can be cached for as long as it is
-in the table. Each page "after offset N" finds its files by their seq statistics (from the Delta
-log, refreshed only when the table version moves), and is a zero-copy slice of cached columns. A
-reader paging from 1 to the end therefore decodes each file once, instead of running one query per
-page. Supersessions (updates/deletes pointing back at an entry) are found the same way, through the
-`previous_seq` statistics: files without any (most of them) are never opened for that.
+Delta data files never change once written, so a decoded row group can be cached for as long as
+its file is in the table. Each page "after offset N" finds its files by their seq statistics (from
+the Delta log, re-read only when the table version moves), then the row groups inside them by their
+parquet statistics, and is a zero-copy slice of cached columns. A reader paging from 1 to the end
+decodes each row group once instead of running one query per page, and a reader seeking one page
+decodes one row group, however large the (compacted) file. Supersessions (updates/deletes pointing
+back at an entry) are found the same way, through the `previous_seq` statistics: files without any
+(most of them) are never opened for that.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from dicomlake.store.committer import latest_seq
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 # A sequential reader will want the next files too; decoding them together on two threads amortises
 # the per-file cost (parquet footers, opening) that dominates small files.
-READ_AHEAD_FILES = 8
+READ_AHEAD_ROWS = 65_536  # about two compacted row groups, or dozens of small commit files
+# Files this small have a single row group (writers start a new one far later): no footer needed.
+SINGLE_GROUP_ROWS = 32_768
 _READERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dicomlake-feed")
 
 
@@ -37,6 +41,7 @@ class _DataFile:
     path: str
     min_seq: int
     max_seq: int
+    num_records: int
     has_successors: bool  # some row has a previous_seq
     min_previous: int | None
     max_previous: int | None
@@ -54,8 +59,11 @@ class FeedFiles:
         self._version = -1
         self.latest_seq = 0  # the feed's last seq at the version we hold
         self._files: list[_DataFile] = []
+        self._superseding: list[_DataFile] = []
         self._starts = np.empty(0, dtype=np.int64)
-        self._cache: OrderedDict[tuple[str, tuple[str, ...]], pa.Table] = OrderedDict()
+        self._cache: OrderedDict[tuple[tuple[str, int, int], tuple[str, ...]], pa.Table] = OrderedDict()
+        self._footers: dict[str, list[tuple[int, int, int]]] = {}
+        self._last_upper = 0  # where the previous page ended: a page starting there is sequential
         self._cached_bytes = 0
         self._root = table.table_uri.rstrip("/")
 
@@ -86,6 +94,7 @@ class FeedFiles:
                     path=row["path"],
                     min_seq=row["min.seq"],
                     max_seq=row["max.seq"],
+                    num_records=row["num_records"],
                     has_successors=nulls is None or nulls < row["num_records"],
                     min_previous=row.get("min.previous_seq"),
                     max_previous=row.get("max.previous_seq"),
@@ -93,6 +102,7 @@ class FeedFiles:
             )
         files.sort(key=lambda f: f.min_seq)
         self._files = files
+        self._superseding = [f for f in files if f.has_successors]  # few: only updates and deletes
         self._starts = np.array([f.min_seq for f in files], dtype=np.int64)
         self.latest_seq = latest_seq(self.table)
         self._version = version
@@ -109,17 +119,16 @@ class FeedFiles:
 
     def _rows(self, lower: int, upper: int, columns: list[str], schema: pa.Schema) -> pa.Table:
         parts = []
-        first = max(int(np.searchsorted(self._starts, lower + 1, side="right")) - 1, 0)
-        for index in range(first, len(self._files)):
-            data_file = self._files[index]
-            if data_file.min_seq > upper:
-                break
-            if data_file.max_seq <= lower:
-                continue
-            if (data_file.path, tuple(columns)) not in self._cache:
-                ahead = [f.path for f in self._files[index : index + READ_AHEAD_FILES]]
-                self._load_many(ahead, columns)
-            table = self._load(data_file.path, columns)
+        wanted = self._groups_between(lower, upper)
+        paging_forward = lower == self._last_upper
+        self._last_upper = upper
+        for position, group in enumerate(wanted):
+            if (group, tuple(columns)) not in self._cache:
+                # A reader paging forward will want what follows: decode it alongside. A seek won't.
+                ahead = READ_AHEAD_ROWS if paging_forward else 0
+                following = self._groups_between(group[2], group[2] + ahead) if ahead else []
+                self._load_many(wanted[position:] + following, columns)
+            table = self._load(group, columns)
             seqs = table.column("seq").to_numpy()
             start = int(np.searchsorted(seqs, lower, side="right"))
             stop = int(np.searchsorted(seqs, upper, side="right"))
@@ -130,17 +139,50 @@ class FeedFiles:
         page = parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
         return page if page.schema.equals(schema) else page.cast(schema)
 
+    def _groups_between(self, lower: int, upper: int) -> list[tuple[str, int, int]]:
+        """(path, row group, its max seq) of every row group holding a seq in (lower, upper]."""
+        groups = []
+        first = max(int(np.searchsorted(self._starts, lower + 1, side="right")) - 1, 0)
+        for data_file in self._files[first:]:
+            if data_file.min_seq > upper:
+                break
+            if data_file.max_seq <= lower:
+                continue
+            for index, low, high in self._row_groups(data_file):
+                if low <= upper and high > lower:
+                    groups.append((data_file.path, index, high))
+        return groups
+
+    def _row_groups(self, data_file: _DataFile) -> list[tuple[int, int, int]]:
+        """(index, min seq, max seq) of each row group of a file, from its parquet footer.
+
+        Index -1 stands for the whole file, used for files too small to have several groups.
+        """
+        if data_file.num_records <= SINGLE_GROUP_ROWS:
+            return [(-1, data_file.min_seq, data_file.max_seq)]
+        path = data_file.path
+        known = self._footers.get(path)
+        if known is None:
+            metadata = self._open(path).metadata
+            column = metadata.schema.names.index("seq")
+            known = []
+            for index in range(metadata.num_row_groups):
+                stats = metadata.row_group(index).column(column).statistics
+                known.append((index, stats.min, stats.max))
+            self._footers[path] = known
+        return known
+
     def successors(self, lower: int, upper: int) -> pa.Table:
         """(previous_seq, action) of every change superseding a seq in [lower, upper]."""
         parts = []
-        for data_file in self._files:
-            if not data_file.has_successors or data_file.max_seq <= lower:
+        for data_file in self._superseding:
+            if data_file.max_seq <= lower:
                 continue
             if data_file.min_previous is not None and (
                 data_file.min_previous > upper or (data_file.max_previous or 0) < lower
             ):
                 continue
-            table = self._load(data_file.path, ["previous_seq", "action"])
+            table = self._load((data_file.path, -1, data_file.max_seq), ["previous_seq", "action"])
             previous = table.column("previous_seq")
             keep = pc.and_(pc.greater_equal(previous, lower), pc.less_equal(previous, upper))
             parts.append(table.filter(pc.fill_null(keep, False)))
@@ -148,39 +190,41 @@ class FeedFiles:
             return pa.table({"previous_seq": pa.array([], pa.int64()), "action": pa.array([], pa.string())})
         return pa.concat_tables(parts)
 
-    def _load_many(self, paths: list[str], columns: list[str]) -> None:
-        missing = [p for p in paths if (p, tuple(columns)) not in self._cache]
-        for path, table in zip(
-            missing, _READERS.map(lambda p: self._decode(p, columns), missing), strict=True
-        ):
-            self._remember((path, tuple(columns)), table)
+    def _load_many(self, groups: list[tuple[str, int, int]], columns: list[str]) -> None:
+        missing = list(dict.fromkeys(g for g in groups if (g, tuple(columns)) not in self._cache))
+        decoded = _READERS.map(lambda g: self._decode(g, columns), missing)
+        for group, table in zip(missing, decoded, strict=True):
+            self._remember((group, tuple(columns)), table)
 
-    def _load(self, path: str, columns: list[str]) -> pa.Table:
-        key = (path, tuple(columns))
+    def _load(self, group: tuple[str, int, int], columns: list[str]) -> pa.Table:
+        key = (group, tuple(columns))
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        return self._remember(key, self._decode(path, columns))
+        return self._remember(key, self._decode(group, columns))
 
-    def _decode(self, path: str, columns: list[str]) -> pa.Table:
+    def _open(self, path: str) -> pq.ParquetFile:
         uri = path if "://" in path else f"{self._root}/{unquote(path)}"
-        # ParquetFile.read skips the dataset machinery of read_table: 3x cheaper on small files.
         if uri.startswith("file://"):
-            table = pq.ParquetFile(uri.removeprefix("file://")).read(columns=columns, use_threads=False)
+            return pq.ParquetFile(uri.removeprefix("file://"))  # arrow's own local reader
+        return pq.ParquetFile(self.filesystem.open(uri, "rb"))
+
+    def _decode(self, group: tuple[str, int, int], columns: list[str]) -> pa.Table:
+        """One row group (or, for index -1, the whole file) of `columns`, in seq order."""
+        path, index, _ = group
+        # ParquetFile skips the dataset machinery of read_table: 3x cheaper on small files.
+        reader = self._open(path)
+        if index < 0:
+            table = reader.read(columns=columns, use_threads=False)
         else:
-            with self.filesystem.open(uri, "rb") as handle:
-                table = pq.ParquetFile(handle).read(columns=columns, use_threads=False)
-        if (
-            "seq" in columns
-            and not pc.all(
-                pc.greater_equal(pc.pairwise_diff(table.column("seq").combine_chunks()).fill_null(1), 0)
-            ).as_py()
-        ):
+            table = reader.read_row_group(index, columns=columns, use_threads=False)
+        if "seq" in columns and not pc.all(pc.greater_equal(
+                pc.pairwise_diff(table.column("seq").combine_chunks()).fill_null(1), 0)).as_py():
             table = table.sort_by("seq")  # insertion order is seq order; this guards a foreign rewrite
         return table.combine_chunks()
 
-    def _remember(self, key: tuple[str, tuple[str, ...]], table: pa.Table) -> pa.Table:
+    def _remember(self, key: tuple[tuple[str, int, int], tuple[str, ...]], table: pa.Table) -> pa.Table:
         self._cache[key] = table
         self._cached_bytes += table.nbytes
         while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
