@@ -63,6 +63,9 @@ class IngestOptions:
     move_to: str | None = None
     # Moved files keep their path relative to this folder (default: the folder that was given).
     move_relative_to: str | None = None
+    # How to reach s3:// sources when they are not in the lakehouse's own store (delta-rs style
+    # AWS_* keys); default: the lakehouse's options, else the AWS_* environment variables.
+    source_storage_options: dict[str, str] | None = None
     max_errors_listed: int = 100
 
 
@@ -79,10 +82,11 @@ def ingest(
     if options.disposition == "move" and not options.move_to:
         raise ValueError("disposition 'move' needs move_to")
     started = time.perf_counter()
-    items = expand_sources(paths, tenant.storage_options)
+    source_options = options.source_storage_options or tenant.storage_options or None
+    items = expand_sources(paths, source_options)
     summary = IngestSummary(tenant=tenant.name)
     base = {str(Path(p)) if "://" not in str(p) else str(p) for p in paths}
-    run = _Run(tenant, options, summary, items, base, progress)
+    run = _Run(tenant, options, summary, items, base, progress, source_options)
     run.execute()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.instances_per_second = round(summary.received / summary.seconds, 1) if summary.seconds else 0.0
@@ -90,7 +94,7 @@ def ingest(
 
 
 class _Run:
-    def __init__(self, tenant, options, summary, items, bases, progress) -> None:
+    def __init__(self, tenant, options, summary, items, bases, progress, source_options) -> None:
         self.tenant: TenantStore = tenant
         self.options: IngestOptions = options
         self.summary: IngestSummary = summary
@@ -101,6 +105,7 @@ class _Run:
         self.progress = progress
         self.committer = Committer(tenant)
         self.spec = TenantSpec.of(tenant)
+        self.source_options = tuple(sorted((source_options or {}).items()))
         # A container (file or zip) is disposed of once all of its items are committed.
         self.remaining: dict[str, int] = defaultdict(int)
         for item in items:
@@ -125,7 +130,7 @@ class _Run:
         workers = self.options.workers or os.cpu_count() or 1
         if workers <= 1 or len(self.items) < MIN_ITEMS_FOR_WORKERS:
             for chunk in chunks:
-                yield process_items(self.spec, chunk)
+                yield process_items(self.spec, chunk, self.source_options)
             return
         # Spawn, not fork: the parent holds delta-rs (tokio) threads, which fork does not copy safely.
         context = multiprocessing.get_context("spawn")
@@ -135,7 +140,8 @@ class _Run:
             next_chunk = 0
             while next_chunk < len(chunks) or pending:
                 while next_chunk < len(chunks) and len(pending) < window:
-                    pending.append(pool.submit(process_items, self.spec, chunks[next_chunk]))
+                    chunk = chunks[next_chunk]
+                    pending.append(pool.submit(process_items, self.spec, chunk, self.source_options))
                     next_chunk += 1
                 yield pending.pop(0).result()
 
@@ -174,7 +180,7 @@ class _Run:
                     self.options.disposition,
                     self.options.move_to,
                     self._base_of(container),
-                    self.tenant.storage_options,
+                    dict(self.source_options) or None,
                 )
         self.done += len(batch)
         if self.progress:

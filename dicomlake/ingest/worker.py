@@ -104,10 +104,12 @@ def process_bytes(store: TenantStore, source: str, data: bytes) -> tuple[dict | 
     return version, quarantine
 
 
-def process_items(spec: TenantSpec, items: list[SourceItem]) -> list[ItemResult]:
+def process_items(
+    spec: TenantSpec, items: list[SourceItem], source_options: tuple[tuple[str, str], ...] = ()
+) -> list[ItemResult]:
     """Parse a chunk, then write all its bytes at once: durable before the results go back."""
     store = _store(spec)
-    options = dict(spec.storage_options) or None
+    options = dict(source_options) or None
     results, writes = [], []
     for item in items:
         observed = container_state(item.container)

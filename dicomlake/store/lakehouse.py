@@ -71,7 +71,7 @@ class Lakehouse:
             root = str(Path(root.removeprefix("file://")).expanduser().resolve())
             self.storage_options: dict[str, str] = {}
         else:
-            self.storage_options = dict(storage_options or s3_options_from_env())
+            self.storage_options = safe_s3_options(storage_options or s3_options_from_env())
         self.root = root.rstrip("/")
 
     def __repr__(self) -> str:
@@ -91,6 +91,22 @@ class Lakehouse:
         if not fs.exists(base):
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
+
+
+def safe_s3_options(options: Mapping[str, str]) -> dict[str, str]:
+    """Storage options under which concurrent Delta commits on S3 can never overwrite each other.
+
+    Commits must be put-if-absent: delta-rs does that with `conditional_put` (the S3 If-None-Match
+    header, honoured by AWS S3 and SeaweedFS). The "unsafe rename" mode can silently lose commits
+    when two writers race, so it is refused rather than passed on.
+    """
+    safe = dict(options)
+    unsafe = {k for k, v in safe.items() if k.upper() == "AWS_S3_ALLOW_UNSAFE_RENAME" and v.lower() == "true"}
+    if unsafe:
+        raise ValueError("AWS_S3_ALLOW_UNSAFE_RENAME can lose concurrent commits; dicomlake refuses it")
+    if not any(k.lower() in ("conditional_put", "aws_conditional_put") for k in safe):
+        safe["conditional_put"] = "etag"
+    return safe
 
 
 def fsspec_s3_kwargs(options: Mapping[str, str]) -> dict[str, object]:

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 import s3fs
 
-from dicomlake.ingest import ingest
+from dicomlake.ingest import IngestOptions, ingest
 from dicomlake.samples import generate_bad_inputs, generate_sample_drop
 from dicomlake.store import Lakehouse, TenantStore
 from dicomlake.store.committer import Committer, latest_seq, sync_instances
@@ -90,8 +90,7 @@ def test_ingest_into_an_s3_root(s3_server: S3Server, tmp_path: Path) -> None:
     assert len(fs.find(f"{s3_server.bucket}/{prefix}/tenants/t1/blobs")) == 16
 
 
-def test_ingest_from_an_s3_prefix(s3_server: S3Server, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ingest_from_an_s3_prefix(s3_server: S3Server, tmp_path: Path) -> None:
     drop, uids = _make_drop(tmp_path)
     incoming = s3_server.uri(f"incoming-{uuid.uuid4().hex[:8]}")
     fs = _fs(s3_server)
@@ -100,12 +99,11 @@ def test_ingest_from_an_s3_prefix(s3_server: S3Server, tmp_path: Path,
     fs.pipe_file(f"{incoming}/.staging/partial.dcm", (drop / "note.dcm").read_bytes())
     # Quarantined like a local file that only claims to be a zip; it must not abort the ingest.
     fs.pipe_file(f"{incoming}/broken.zip", b"PK\x03\x04 but not really a zip archive")
-    # A local tenant has no S3 options, so the source is reached with the AWS_* environment.
-    for key, value in s3_server.storage_options.items():
-        monkeypatch.setenv(key, value)
+    # A local tenant has no S3 options: the source carries its own.
     tenant = Lakehouse(tmp_path / "lake").tenant()
+    options = IngestOptions(source_storage_options=s3_server.storage_options)
 
-    summary = ingest([incoming], tenant)
+    summary = ingest([incoming], tenant, options)
 
     assert (summary.received, summary.created, summary.quarantined) == (18, 16, 2)
     assert {e["source"].rsplit("/", 1)[-1] for e in summary.errors} == {"note.dcm", "broken.zip"}
@@ -114,7 +112,16 @@ def test_ingest_from_an_s3_prefix(s3_server: S3Server, tmp_path: Path,
     assert all(s.startswith(f"{incoming}/") for s in changes["source"])
     assert changes.filter(pl.col("source").str.ends_with("batch.zip!/series/0000001.dcm")).height == 1
     assert len(tenant.blobs.keys("blobs")) == 16
-    assert ingest([incoming], tenant).unchanged == 16
+    assert ingest([incoming], tenant, options).unchanged == 16
+
+
+def test_unsafe_s3_commit_modes_are_refused(s3_server: S3Server) -> None:
+    options = dict(s3_server.storage_options, AWS_S3_ALLOW_UNSAFE_RENAME="true")
+    with pytest.raises(ValueError, match="lose concurrent commits"):
+        Lakehouse(s3_server.uri("unsafe"), options)
+    safe = Lakehouse(s3_server.uri("safe"), {k: v for k, v in s3_server.storage_options.items()
+                                             if k != "conditional_put"})
+    assert safe.storage_options["conditional_put"] == "etag"
 
 
 # -- concurrent committers ---------------------------------------------------------------------
