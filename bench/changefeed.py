@@ -30,20 +30,10 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dicomlake.changefeed import ChangeFeed
+from dicomlake.changefeed.reader import ENTRY_COLUMNS
 from dicomlake.maintenance import maintain_tables
 from dicomlake.store import Lakehouse
 from dicomlake.store.committer import Committer
-
-ENTRY_COLUMNS = [
-    "seq",
-    "action",
-    "changed_at",
-    "study_instance_uid",
-    "series_instance_uid",
-    "sop_instance_uid",
-    "sop_class_uid",
-    "blob_key",
-]
 
 
 def generate(root: Path, entries: int, commit_size: int) -> float:

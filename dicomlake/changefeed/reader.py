@@ -22,7 +22,7 @@ from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 
 MAX_LIMIT = 10_000
-_ENTRY_COLUMNS = [
+ENTRY_COLUMNS = [
     "seq",
     "action",
     "changed_at",
@@ -109,7 +109,9 @@ class ChangeFeed:
             self._table,
             self._columns(include_metadata),
             where=f"changed_at >= {start} AND changed_at < {end}",
-            order_by=f"seq LIMIT {int(limit)} OFFSET {int(offset)}",
+            order_by="seq",
+            limit=limit,
+            offset=offset,
         )
         return self._with_states(page)
 
@@ -136,7 +138,7 @@ class ChangeFeed:
 
     # -- internals -------------------------------------------------------------------------------
     def _columns(self, include_metadata: bool) -> list[str]:
-        return _ENTRY_COLUMNS + (["dicom_json"] if include_metadata else [])
+        return ENTRY_COLUMNS + (["dicom_json"] if include_metadata else [])
 
     def _empty(self, include_metadata: bool) -> pa.Table:
         return pa.schema([self._schema.field(c) for c in self._columns(include_metadata)]).empty_table()

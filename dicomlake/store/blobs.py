@@ -47,7 +47,8 @@ def _writers() -> ThreadPoolExecutor:
     return _WRITERS
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path (a folder's fsync makes the renames inside it durable)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -99,7 +100,7 @@ class LocalBlobStore:
         if self.durable:
             new_keys = [key for (key, _), new in zip(items, written, strict=True) if new]
             for folder in {self._path(key).parent for key in new_keys}:
-                _fsync_directory(folder)  # the rename itself is durable only once its folder is
+                fsync_path(folder)  # the rename itself is durable only once its folder is
         return written
 
     def get(self, key: str) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from dicomlake.errors import DicomlakeError
+from dicomlake.store.blobs import fsync_path
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 from dicomlake.store.schemas import CHANGES, INSTANCES, QUARANTINE
@@ -79,17 +79,9 @@ def make_durable(table: DeltaTable) -> None:
         if add:
             touched.append(root / unquote(add["path"]))
     for path in touched:
-        _fsync(path)
+        fsync_path(path)
     for folder in {path.parent for path in touched}:
-        _fsync(folder)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_path(folder)
 
 
 def latest_seq(table: DeltaTable) -> int:

@@ -23,8 +23,10 @@ def scan(
     columns: Sequence[str] | None = None,
     where: str | None = None,
     order_by: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> pa.Table:
-    """Rows of `table` (optionally projected, filtered by a SQL predicate, ordered) as Arrow."""
+    """Rows of `table` (optionally projected, filtered by a SQL predicate, ordered, paged) as Arrow."""
     schema = pa.schema(table.schema().to_arrow())
     wanted = pa.schema([schema.field(c) for c in columns]) if columns else schema
     select = ", ".join(_quote(c) for c in columns) if columns else "*"
@@ -33,6 +35,8 @@ def scan(
         sql += f" WHERE {where}"
     if order_by:
         sql += f" ORDER BY {order_by}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
     result = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
     if result.num_columns == 0:
         return wanted.empty_table()
