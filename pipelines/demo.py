@@ -27,6 +27,7 @@ from typing import Any
 
 DEFAULT_DAGSTER_HOME = "./.dagster_home"
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+BIN = Path(sys.executable).parent  # the environment's own commands, activated or not
 REPO_DIR = Path(__file__).resolve().parent.parent
 # Runs print only warnings and errors; the summary at the end is the demo's output.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -176,9 +177,9 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
             "results": checks,
         },
         "next": [
-            f"cd {REPO_DIR} && {env} dagster dev -h 127.0.0.1 -p 3000",
-            f"dicomlake status --root {lakehouse.root} --tenant {tenant.name}",
-            f"dicomlake quarantine --root {lakehouse.root} --tenant {tenant.name}",
+            f"cd {REPO_DIR} && {env} {BIN / 'dagster'} dev -h 127.0.0.1 -p 3000",
+            f"{BIN / 'dicomlake'} status --root {lakehouse.root} --tenant {tenant.name}",
+            f"{BIN / 'dicomlake'} quarantine --root {lakehouse.root} --tenant {tenant.name}",
         ],
     }
 
