@@ -60,24 +60,16 @@ def resources_for(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     }
 
 
-def levels_automation_sensor(tenant: str) -> dg.AutomationConditionSensorDefinition:
-    """Keeps series/studies following ingests (their eager automation condition)."""
+def automation_sensor(
+    name: str, target: dg.AssetSelection, tenant: str, interval_seconds: int
+) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the automation conditions of `target`; its runs carry the tenant tag, so the run
+    queue's one-run-per-tenant limit applies to them too."""
     return dg.AutomationConditionSensorDefinition(
-        "levels_automation_sensor",
-        target=dg.AssetSelection.groups("index"),
+        name,
+        target=target,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
-        run_tags={TENANT_TAG: tenant},  # the run queue's per-tenant limit applies to these runs too
-    )
-
-
-def feed_observation_sensor(tenant: str) -> dg.AutomationConditionSensorDefinition:
-    """Observes `change_feed` every minute, so its data version (latest seq) follows the feed."""
-    return dg.AutomationConditionSensorDefinition(
-        "feed_observation_sensor",
-        target=dg.AssetSelection.assets("change_feed"),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=interval_seconds,
         run_tags={TENANT_TAG: tenant},
     )
 
@@ -85,13 +77,19 @@ def feed_observation_sensor(tenant: str) -> dg.AutomationConditionSensorDefiniti
 def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The project's definitions; `resources` replaces the environment-derived ones (tests)."""
     resources = dict(resources) if resources is not None else resources_for()
+    tenant = resources["lakehouse"].tenant
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job],
-        schedules=[maintenance_schedule(resources["lakehouse"].tenant)],
-        sensors=[drop_folder_sensor, levels_automation_sensor(resources["lakehouse"].tenant),
-                 feed_observation_sensor(resources["lakehouse"].tenant)],
+        schedules=[maintenance_schedule(tenant)],
+        sensors=[
+            drop_folder_sensor,
+            # series/studies follow ingests (their eager automation condition)
+            automation_sensor("levels_automation_sensor", dg.AssetSelection.groups("index"), tenant, 30),
+            # change_feed is observed every minute, so its data version (latest seq) follows the feed
+            automation_sensor("feed_observation_sensor", dg.AssetSelection.assets("change_feed"), tenant, 60),
+        ],
         resources=resources,
     )
 
