@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from dicomlake.dicom.uid import MAX_UID_LENGTH
-from dicomlake.store.committer import sync_instances
+from dicomlake.dicom.uid import MAX_UID_LENGTH, UID_PATTERN
+from dicomlake.store.committer import IDENTITY, sync_instances
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.levels import LEVELS_APP
 from dicomlake.store.read import scan
@@ -28,10 +28,7 @@ from dicomlake.store.read import scan
 if TYPE_CHECKING:  # pandas costs seconds to import; it is loaded with great-expectations when needed
     import pandas as pd
 
-UID_COLUMNS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
-# PS3.5 9.1, the rule dicomlake.dicom.uid applies at ingest: digits and dots, no leading zeros.
-# Non-capturing groups: pandas warns about capturing groups in str.contains.
-UID_PATTERN = r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$"
+UID_COLUMNS = IDENTITY  # the four UIDs that identify an instance
 EARLIEST_DATE = dt.date(1850, 1, 1)
 CHANGE_ACTIONS = ("create", "update", "delete")
 EXAMPLES = 5  # unexpected values quoted per failed expectation

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 MAX_UID_LENGTH = 64
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# Non-capturing groups, so the same pattern also serves pandas/great-expectations regex checks.
+UID_PATTERN = r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$"
+_UID = re.compile(UID_PATTERN)
 
 
 def uid_problem(value: object) -> str | None:

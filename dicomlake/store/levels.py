@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from dicomlake.store.committer import sync_instances
 from dicomlake.store.lakehouse import TenantStore
@@ -108,17 +108,12 @@ def build_levels(tenant: TenantStore, force: bool = False) -> LevelsSummary:
     options = tenant.storage_options or None
     if not force:
         try:
-            from deltalake import DeltaTable
-
             done = DeltaTable(studies_uri, storage_options=options).transaction_version(LEVELS_APP)
             series_done = DeltaTable(series_uri, storage_options=options).transaction_version(LEVELS_APP)
         except Exception:  # not built yet
             done = series_done = None
         if done == seq and series_done == seq:
-            counts = [
-                scan(DeltaTable(u, storage_options=options), ["last_seq"]).num_rows
-                for u in (studies_uri, series_uri)
-            ]
+            counts = [DeltaTable(u, storage_options=options).count() for u in (studies_uri, series_uri)]
             return LevelsSummary(seq, counts[0], counts[1], rebuilt=False)
     columns = [
         "seq",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow.compute as pc
+
 from dicomlake.store.committer import CHANGES_APP, PROJECTION_APP, sync_instances
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
@@ -18,7 +20,7 @@ def tenant_status(tenant: TenantStore) -> dict[str, Any]:
         "latest_seq": changes.transaction_version(CHANGES_APP) or 0,
         "instances_reflect_seq": instances.transaction_version(PROJECTION_APP) or 0,
         "instances": instances.count(),
-        "studies": len(set(scan(instances, ["study_instance_uid"]).column(0).to_pylist())),
+        "studies": pc.count_distinct(scan(instances, ["study_instance_uid"]).column(0)).as_py(),
         "quarantined": quarantine.count(),
         "changes_version": changes.version(),
         "instances_version": instances.version(),
