@@ -12,21 +12,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import pyarrow as pa
 from pydicom.datadict import tag_for_keyword
 
-Kind = Literal["str", "uid", "pn", "date", "time", "int", "float", "floats"]
-
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "str": pa.string(),
-    "uid": pa.string(),
-    "pn": pa.string(),
-    "date": pa.date32(),
-    "time": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "floats": pa.list_(pa.float64()),
-}
+Kind = Literal["str", "uid", "pn", "date", "time", "int", "float", "floats", "timestamp"]
 
 
 @dataclass(frozen=True)
@@ -105,16 +93,12 @@ PROMOTED: tuple[Promoted, ...] = (
     _p("WindowWidth", "float"),
 )
 
-# Derived, not read directly: searchable person names and a combined study timestamp.
-DERIVED_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("patient_name_normalized", pa.string()),
-    pa.field("study_datetime", pa.timestamp("us")),
-    pa.field("patient_age_years", pa.int64()),
-)
-
-
-def promoted_fields() -> list[pa.Field]:
-    return [pa.field(p.column, _ARROW_TYPES[p.kind]) for p in PROMOTED] + list(DERIVED_FIELDS)
+# Derived, not read directly: searchable person names, a combined study timestamp, age in years.
+DERIVED_KINDS: dict[str, str] = {
+    "patient_name_normalized": "str",
+    "study_datetime": "timestamp",
+    "patient_age_years": "int",
+}
 
 
 # --- value conversion from DICOM JSON (PS3.18 F.2) -------------------------------------------

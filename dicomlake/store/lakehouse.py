@@ -15,14 +15,15 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 
 from dicomlake.errors import InvalidName
 from dicomlake.store.blobs import BlobStore, FsspecBlobStore, LocalBlobStore
-from dicomlake.store.schemas import SCHEMAS
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 DEFAULT_TENANT = "default"
 DEFAULT_ROOT = "./lakehouse"
@@ -149,6 +150,13 @@ class TenantStore:
 
     def table(self, name: str) -> DeltaTable:
         """The Delta table `name`, created empty with its schema on first use."""
+        # Imported here: ingest workers hold a TenantStore only for its blobs, and start faster
+        # without the table engine.
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        from dicomlake.store.schemas import SCHEMAS
+
         uri = self.table_uri(name)
         for attempt in range(5):
             try:

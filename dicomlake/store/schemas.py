@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from dicomlake.dicom.attributes import promoted_fields
+from dicomlake.dicom.attributes import DERIVED_KINDS, PROMOTED
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Column type of each kind of promoted attribute (dicomlake.dicom.attributes).
+_KIND_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "uid": pa.string(),
+    "pn": pa.string(),
+    "date": pa.date32(),
+    "time": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "floats": pa.list_(pa.float64()),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+def promoted_fields() -> list[pa.Field]:
+    """The typed columns every version row carries: promoted attributes, then derived ones."""
+    named = [(p.column, p.kind) for p in PROMOTED] + list(DERIVED_KINDS.items())
+    return [pa.field(column, _KIND_TYPES[kind]) for column, kind in named]
+
 
 # One row per stored version of an instance: where its bytes are and what they say.
 _VERSION_FIELDS: list[pa.Field] = [
