@@ -24,6 +24,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".dicomlake-installed"
 LOCK = REPO / "requirements.lock"
+PACKAGES = ("dicomlake", "assets", "resources", "pipelines")
 
 
 def run(*command: str | Path, **kwargs) -> None:
@@ -48,13 +49,25 @@ def setup() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     run(PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv")
     constraints = ["--constraint", str(LOCK)] if LOCK.exists() else []
-    run(BIN / "uv", "pip", "install", "--python", PYTHON, "--quiet", "-e", ".[dev]", *constraints)
+    # Compiled bytecode up front: every spawned worker, Dagster run and test process then starts in
+    # about half the time, also where PYTHONDONTWRITEBYTECODE is set (nothing would be cached).
+    run(BIN / "uv", "pip", "install", "--python", PYTHON, "--quiet", "--compile-bytecode", "-e", ".[dev]",
+        *constraints)
     STAMP.write_text(fingerprint())
+
+
+def compile_project() -> None:
+    """Bytecode for our own (editable) packages; only files changed since the last call compile."""
+    import compileall
+
+    for package in PACKAGES:
+        compileall.compile_dir(REPO / package, quiet=1)
 
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "demo"
     setup()
+    compile_project()
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     if command == "setup":
         return 0
