@@ -1,0 +1,66 @@
+"""The local blob store: write-once, content-addressed, durable before it returns."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from dicomlake.store import blobs
+from dicomlake.store.blobs import LocalBlobStore, blob_key
+
+
+def _item(data: bytes) -> tuple[str, bytes]:
+    return blob_key(hashlib.sha256(data).hexdigest()), data
+
+
+@pytest.fixture(params=["syncfs", "fsync per file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalBlobStore:
+    if request.param == "fsync per file":
+        monkeypatch.setattr(blobs, "_SYNCFS", None)
+    elif blobs._SYNCFS is None:
+        pytest.skip("syncfs(2) is Linux-only")
+    return LocalBlobStore(tmp_path / "tenant")
+
+
+def test_put_many_writes_each_new_blob_once_and_reports_which(store: LocalBlobStore) -> None:
+    first, second, third = _item(b"one"), _item(b"two"), _item(b"three")
+    assert store.put_many([first, second]) == [True, True]
+    # Existing keys are left alone; a key given twice in one batch is written once.
+    assert store.put_many([first, third, third]) == [False, True, False]
+    for key, data in (first, second, third):
+        assert store.get(key) == data
+    assert store.keys("blobs") == sorted(key for key, _ in (first, second, third))
+    assert list((store.base / ".tmp").iterdir()) == []  # every staged file was renamed into place
+
+
+def test_put_single_and_empty_batch(store: LocalBlobStore) -> None:
+    key, data = _item(b"x" * 100_000)
+    assert store.put(key, data) is True
+    assert store.put(key, data) is False
+    assert store.put_many([]) == []
+    assert store.get(key) == data
+
+
+def test_a_failing_sync_raises_and_no_name_points_at_unsynced_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def failing_syncfs(descriptor: int) -> int:
+        calls.append(descriptor)
+        return -1
+
+    monkeypatch.setattr(blobs, "_SYNCFS", failing_syncfs)
+    store = LocalBlobStore(tmp_path / "tenant")
+    key, data = _item(b"payload")
+    with pytest.raises(OSError, match="syncfs failed"):
+        store.put_many([(key, data)])
+    assert calls  # the sync was attempted before any rename ...
+    assert not store.exists(key)  # ... and its failure left the key absent, so a retry writes it
+
+
+def test_sync_filesystem_on_a_real_folder(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    blobs.sync_filesystem(tmp_path)  # no error on this machine's file system
