@@ -203,6 +203,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from dicomlake.search import SearchIndex
+    from dicomlake.search.attributes import BY_KEYWORD, DEFAULT_RETURN, RESOURCE_LEVELS
+
+    params: dict[str, str] = {}
+    for pair in args.filter:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"-f {pair!r}: expected KEY=VALUE, e.g. -f PatientID=123")
+        if key in params:
+            raise ValueError(f"-f {key}: given more than once")
+        params[key] = value
+    results = SearchIndex(_tenant(args)).search(
+        args.level, params, fuzzy=args.fuzzy, include=args.include, limit=args.limit, offset=args.offset
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    keywords = DEFAULT_RETURN[RESOURCE_LEVELS[args.level]]
+    tags = [BY_KEYWORD[k].tag for k in keywords]
+
+    def text(element: dict[str, Any] | None) -> str:
+        values = (element or {}).get("Value") or []
+        return "\\".join(v["Alphabetic"] if isinstance(v, dict) else str(v) for v in values)
+
+    lines = ["\t".join(keywords)] + ["\t".join(text(r.get(t)) for t in tags) for r in results]
+    lines.append(f"{len(results)} {args.level} (offset {args.offset}, limit {args.limit})")
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -266,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     maintain.add_argument("--vacuum-retention-hours", type=int, default=168)
     maintain.set_defaults(func=cmd_maintain)
+
+    search = commands.add_parser(
+        "search", parents=[common], help="QIDO-RS search for studies, series or instances"
+    )
+    search.add_argument("level", choices=["studies", "series", "instances"])
+    search.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="match an attribute (keyword or tag), e.g. -f StudyDate=20200101-20201231")
+    search.add_argument("--include", action="append", default=[], metavar="FIELD",
+                        help="also return this attribute (keyword, tag or 'all')")
+    search.add_argument("--limit", type=int, default=100)
+    search.add_argument("--offset", type=int, default=0)
+    search.add_argument("--fuzzy", action="store_true", help="fuzzy person-name matching")
+    search.set_defaults(func=cmd_search)
 
     demo = commands.add_parser("demo", parents=[common], help="sample drops + the main Dagster job")
     demo.add_argument("--drop", default=os.environ.get("DICOMLAKE_DROP_DIR", DEFAULT_DROP_DIR))
