@@ -23,6 +23,7 @@ from dicomlake.ingest.sources import SourceItem, dispose, expand_sources
 from dicomlake.ingest.worker import ItemResult, TenantSpec, container_state, process_items
 from dicomlake.store.committer import Committer, record_quarantine, sync_instances
 from dicomlake.store.lakehouse import TenantStore
+from dicomlake.tags.indexer import index_after_commit
 
 DISPOSITIONS = ("keep", "delete", "move")
 # Below this many items, worker start-up (~0.5 s per spawned process) costs more than it saves.
@@ -188,6 +189,7 @@ class _Run:
         # Keep `instances` current batch by batch: cheap (it appends what was just committed) and
         # memory stays flat however long the ingest runs.
         sync_instances(self.tenant, outcome)
+        index_after_commit(self.tenant, outcome)  # extended query tags (ready ones) for the new seqs
 
     def _base_of(self, container: str) -> str | None:
         for base in self.bases:

@@ -87,10 +87,63 @@ PURGED_BLOBS = pa.schema(
     ]
 )
 
+# Extended query tags (dicomlake.tags): the catalog, one row per tag. Each change to it is one
+# overwrite commit carrying app transaction QUERY_TAGS_APP (the catalog revision), so two
+# concurrent changes conflict instead of one silently undoing the other.
+QUERY_TAGS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # "00101030", or "00091010:ACME 1.0" (private)
+        pa.field("id", pa.string(), nullable=False),  # unique per addition; names its watermarks
+        pa.field("path", pa.string(), nullable=False),  # 8 hex digits, upper case
+        pa.field("keyword", pa.string()),  # standard tags only
+        pa.field("vr", pa.string(), nullable=False),
+        pa.field("private_creator", pa.string()),
+        pa.field("level", pa.string(), nullable=False),  # study | series | instance
+        pa.field("status", pa.string(), nullable=False),  # adding | ready | deleting
+        pa.field("query_status", pa.string(), nullable=False),  # enabled | disabled
+        pa.field("error_count", pa.int64(), nullable=False),
+        pa.field("indexed_through", pa.int64(), nullable=False),  # seq; the truth is tag_values' txn
+        pa.field("created_at", UTC_TIMESTAMP, nullable=False),
+        pa.field("updated_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+
+# Indexed values of extended query tags: one row per value. Read by dicomlake.search; the
+# contract (names and types) is fixed. Rows of superseded versions may stay: search keeps only
+# rows whose seq is a current `instances` seq.
+TAG_VALUES = pa.schema(
+    [
+        pa.field("tag_key", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("study_instance_uid", pa.string()),
+        pa.field("series_instance_uid", pa.string()),
+        pa.field("sop_instance_uid", pa.string()),
+        pa.field("value_string", pa.string()),
+        pa.field("value_int", pa.int64()),
+        pa.field("value_float", pa.float64()),
+        pa.field("value_date", pa.date32()),
+    ]
+)
+
+# Values of extended query tags that could not be indexed, per instance version.
+TAG_ERRORS = pa.schema(
+    [
+        pa.field("tag_key", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("sop_instance_uid", pa.string()),
+        pa.field("error_code", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("recorded_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "changes": CHANGES,
     "instances": INSTANCES,
     "quarantine": QUARANTINE,
     "cursors": CURSORS,
     "purged_blobs": PURGED_BLOBS,
+    "query_tags": QUERY_TAGS,
+    "tag_values": TAG_VALUES,
+    "tag_errors": TAG_ERRORS,
 }
