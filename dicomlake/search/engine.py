@@ -248,10 +248,23 @@ class SearchIndex:
 
     # -- data ------------------------------------------------------------------------------------
     def _refresh(self) -> None:
-        self._instances.refresh()
-        if self._instances.version != self._derived_version:
-            self._studies = self._series = None
-            self._derived_version = self._instances.version
+        if not self._instances.refresh() or self._instances.version == self._derived_version:
+            return
+        change = self._instances.last_change
+        if change is None:
+            self._studies = self._series = None  # derived again in full when next needed
+        else:  # re-derive only the studies and series whose instances changed
+            studies = change.get_column("study_instance_uid").unique()
+            if self._studies is not None:
+                self._studies = self._rederive(self._studies, "study", studies)
+            if self._series is not None:
+                self._series = self._rederive(self._series, "series", studies)
+        self._derived_version = self._instances.version
+
+    def _rederive(self, frame: pl.DataFrame, level: Level, studies: pl.Series) -> pl.DataFrame:
+        in_studies = pl.col("study_instance_uid").is_in(studies.implode())
+        fresh = _derive(level, self._instances.frame.filter(in_studies))
+        return _derive_order(level, pl.concat([frame.filter(~in_studies), fresh], how="vertical_relaxed"))
 
     def _frame(self, level: Level) -> pl.DataFrame:
         instances = self._instances.frame
@@ -259,13 +272,10 @@ class SearchIndex:
             return instances
         if level == "series":
             if self._series is None:
-                self._series = derive_series(instances)
+                self._series = _derive_order(level, _derive(level, instances))
             return self._series
         if self._studies is None:
-            studies = derive_studies(instances)
-            self._studies = studies.sort(
-                "study_datetime", "study_instance_uid", descending=[True, False], nulls_last=True
-            )
+            self._studies = _derive_order(level, _derive(level, instances))
         return self._studies
 
     def _tag_rows(self, tag: Any) -> pl.DataFrame:
@@ -401,6 +411,17 @@ class SearchIndex:
         newest = rows.filter(pl.col("seq") == rows.item(0, "seq")).get_column(column).to_list()
         values = [_json_value(tag.vr, v) for v in newest if v is not None]
         return {"vr": tag.vr, "Value": values} if values else {"vr": tag.vr}
+
+
+def _derive(level: Level, instances: pl.DataFrame) -> pl.DataFrame:
+    return derive_studies(instances) if level == "study" else derive_series(instances)
+
+
+def _derive_order(level: Level, frame: pl.DataFrame) -> pl.DataFrame:
+    """Result order: studies newest first; series by study, then number."""
+    if level == "study":
+        return frame.sort("study_datetime", "study_instance_uid", descending=[True, False], nulls_last=True)
+    return frame.sort("study_instance_uid", "series_number", "series_instance_uid", nulls_last=True)
 
 
 _UID_COLUMNS: dict[Level, str] = {

@@ -61,6 +61,8 @@ class TableSnapshot:
         self._recent: dict[str, pl.DataFrame] = {}
         self._frame: pl.DataFrame | None = None
         self._root = table.table_uri.rstrip("/")
+        # After a refresh: the rows it removed and added (None after the first load: everything).
+        self.last_change: pl.DataFrame | None = None
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}  # data file -> the id in FILE_COLUMN of its rows
         self._lock_ids = threading.Lock()
@@ -89,15 +91,21 @@ class TableSnapshot:
         paths = [p for p, n in zip(actions.column("path").to_pylist(),
                                    actions.column("num_records").to_pylist(), strict=True) if n]
         current = set(paths)
+        first = self._frame is None
+        changed: list[pl.DataFrame] = []  # rows that left or joined the table in this refresh
         gone = self._merged_paths - current
         if gone and self._merged is not None:  # rewritten or compacted away: drop their rows
             keep = [self._ids[p] for p in self._merged_paths & current]
+            changed.append(self._merged.filter(~pl.col(FILE_COLUMN).is_in(keep)))
             self._merged = self._merged.filter(pl.col(FILE_COLUMN).is_in(keep))
             self._merged_paths = self._merged_paths & current
+        changed += [f for p, f in self._recent.items() if p not in current]
         self._recent = {p: f for p, f in self._recent.items() if p in current}
         new = [p for p in paths if p not in self._merged_paths and p not in self._recent]
         for path, frame in zip(new, _DECODERS.map(self._decode, new), strict=True):
             self._recent[path] = frame
+            changed.append(frame)
+        self.last_change = None if first else (pl.concat(changed) if changed else self._empty())
         self.files_read += len(new)
         if len(self._recent) > MERGE_AFTER_FILES or self._merged is None:
             parts = ([self._merged] if self._merged is not None else []) + list(self._recent.values())
