@@ -142,6 +142,7 @@ class SearchIndex:
         self._tag_catalog_version = -1
         self._tags: dict[str, Any] = {}
         self._tag_values: TableSnapshot | None = None
+        self._tag_cache: dict[str, tuple[tuple[str, int, int], pl.DataFrame]] = {}
         self._lock = threading.Lock()
 
     # -- the API ---------------------------------------------------------------------------------
@@ -287,11 +288,16 @@ class SearchIndex:
                 ["tag_key", "seq", "value_string", "value_int", "value_float", "value_date"],
             )
         self._tag_values.refresh()
-        rows = self._tag_values.frame.filter(pl.col("tag_key") == tag.key)
-        current = self._instances.frame.select(
-            "seq", "study_instance_uid", "series_instance_uid", "sop_instance_uid"
-        )
-        return rows.join(current, on="seq", how="inner")
+        versions = (tag.key, self._instances.version, self._tag_values.version)
+        cached = self._tag_cache.get(tag.key)
+        if cached is None or cached[0] != versions:
+            rows = self._tag_values.frame.filter(pl.col("tag_key") == tag.key)
+            current = self._instances.frame.select(
+                "seq", "study_instance_uid", "series_instance_uid", "sop_instance_uid"
+            )
+            cached = (versions, rows.join(current, on="seq", how="inner"))
+            self._tag_cache[tag.key] = cached
+        return cached[1]
 
     # -- running a query -------------------------------------------------------------------------
     def _run(self, query: Query) -> list[dict[str, Any]]:
@@ -365,6 +371,8 @@ class SearchIndex:
                 upper_rows[upper] = {r[key]: r for r in found.to_dicts()}
         headers = self._headers(rows, level, [t for t, a in wanted.items() if a is None])
         extended = {t: a for t, a in wanted.items() if a is not None and not isinstance(a, Attribute)}
+        page_uids = [row[_UID_COLUMNS[level]] for row in rows]
+        extended_values = {t: self._extended_elements(a, level, page_uids) for t, a in extended.items()}
 
         results = []
         for row in rows:
@@ -379,7 +387,7 @@ class SearchIndex:
                 if tag in header:
                     out[tag] = header[tag]
             for tag, attribute in extended.items():
-                out[tag] = self._extended_element(attribute, row, level)
+                out[tag] = extended_values[tag].get(row[_UID_COLUMNS[level]]) or {"vr": attribute.vr}
             if level in ("study", "instance"):
                 out[INSTANCE_AVAILABILITY] = {"vr": "CS", "Value": ["ONLINE"]}
             results.append(dict(sorted(out.items())))
@@ -402,15 +410,16 @@ class SearchIndex:
             headers[seq] = {t: header[t] for t in tags if t in header}
         return headers
 
-    def _extended_element(self, tag: Any, row: dict[str, Any], level: Level) -> dict[str, Any]:
+    def _extended_elements(self, tag: Any, level: Level, uids: list[str]) -> dict[str, dict[str, Any]]:
+        """uid -> the tag's element at `level`: the values of the newest version that has any."""
         key = _UID_COLUMNS[level]
-        rows = self._tag_rows(tag).filter(pl.col(key) == row[key]).sort("seq", descending=True)
         column, _ = _tag_match(tag.vr)
-        if rows.height == 0:
-            return {"vr": tag.vr}
-        newest = rows.filter(pl.col("seq") == rows.item(0, "seq")).get_column(column).to_list()
-        values = [_json_value(tag.vr, v) for v in newest if v is not None]
-        return {"vr": tag.vr, "Value": values} if values else {"vr": tag.vr}
+        rows = self._tag_rows(tag).filter(pl.col(key).is_in(uids) & pl.col(column).is_not_null())
+        newest = rows.filter(pl.col("seq") == pl.col("seq").max().over(key))
+        elements: dict[str, dict[str, Any]] = {}
+        for uid, values in newest.group_by(key, maintain_order=True).agg(pl.col(column)).iter_rows():
+            elements[uid] = {"vr": tag.vr, "Value": [_json_value(tag.vr, v) for v in values]}
+        return elements
 
 
 def _derive(level: Level, instances: pl.DataFrame) -> pl.DataFrame:
