@@ -234,6 +234,123 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- extended query tags (dicomlake.tags) ---------------------------------------------------------
+
+
+def _tag_line(tag: Any) -> str:
+    creator = f" creator {tag.private_creator!r}" if tag.private_creator else ""
+    name = tag.keyword or tag.path
+    return (f"{tag.key:<28} {name:<28} {tag.vr}  {tag.level:<8} {tag.status:<8} {tag.query_status:<8} "
+            f"indexed through {tag.indexed_through}, {tag.error_count} errors{creator}")
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    from dicomlake import tags
+    from dicomlake.errors import QueryTagNotFound
+
+    tenant = _tenant(args)
+    try:
+        if args.tags_command == "add":
+            spec = tags.TagSpec(args.tag, args.vr, args.level, args.private_creator)
+            added = tags.add_query_tags(tenant, [spec])
+            _print(args, [t.as_dict() for t in added], "\n".join(f"added {_tag_line(t)}" for t in added))
+        elif args.tags_command == "list":
+            listed = tags.list_query_tags(tenant)
+            _print(args, [t.as_dict() for t in listed],
+                   "\n".join(_tag_line(t) for t in listed) or "no extended query tags")
+        elif args.tags_command == "get":
+            tag = tags.get_query_tag(tenant, args.key)
+            _print(args, tag.as_dict(), _tag_line(tag))
+        elif args.tags_command in ("enable", "disable"):
+            tag = tags.set_query_status(tenant, args.key, args.tags_command + "d")
+            _print(args, tag.as_dict(), _tag_line(tag))
+        elif args.tags_command == "delete":
+            tag = tags.delete_query_tag(tenant, args.key)
+            _print(args, {"deleted": tag.key}, f"deleted {tag.key} and its indexed values")
+        elif args.tags_command == "errors":
+            rows = tags.tag_errors(tenant, args.key, args.limit, args.offset)
+            _print(args, rows, "\n".join(f"{r['seq']:>8}  {r['sop_instance_uid']}  [{r['error_code']}] "
+                                         f"{r['message']}" for r in rows) or "no errors")
+        elif args.tags_command == "reindex":
+            return _tags_reindex(args, tenant)
+        elif args.tags_command == "status":
+            status = tags.operation_status(tenant, args.operation)
+            _print(args, status, f"{status['state']}: {status['percent']}% ({status['processed']} of "
+                                 f"{status['total']} instances, {status['errors']} errors)")
+    except (QueryTagNotFound, tags.OperationNotFound) as exc:
+        print(f"dicomlake tags {args.tags_command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tags_reindex(args: argparse.Namespace, tenant: TenantStore) -> int:
+    from dicomlake import tags
+
+    keys = args.keys or None
+    if args.background:
+        operation = tags.start_reindex(tenant, keys)
+        _print(args, {"operation": operation}, f"reindex started: operation {operation} "
+                                               f"(dicomlake tags status {operation})")
+        tags.wait(operation)  # the thread runs in this process: the command returns when it is done
+        return 0
+    bar = None
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=100.0, unit="%", desc="reindex", file=sys.stderr)
+
+        def progress(p: Any) -> None:
+            bar.n = p.percent
+            bar.set_postfix(instances=f"{p.processed}/{p.total}", errors=p.errors)
+            bar.refresh()
+
+    try:
+        summary = tags.reindex(tenant, keys, progress)
+    finally:
+        if bar:
+            bar.close()
+    human = (f"reindexed {len(summary.tags)} tags through seq {summary.latest_seq}: {summary.processed} "
+             f"instances, {summary.values} values, {summary.errors} errors")
+    if summary.ready:
+        human += "\nready: " + ", ".join(summary.ready)
+    if summary.disabled:
+        human += "\nquerying disabled by errors (`dicomlake tags errors KEY`): " + ", ".join(summary.disabled)
+    _print(args, summary.as_dict(), human)
+    return 0
+
+
+def _add_tags_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    # --root/--tenant/--json go after the subcommand: `dicomlake tags list --json`.
+    tags = commands.add_parser("tags", help="extended query tags: add, list, reindex ...")
+    sub = tags.add_subparsers(dest="tags_command", required=True)
+    add = sub.add_parser("add", parents=[common], help="add a standard or private tag to the search index")
+    add.add_argument("tag", help="keyword (PatientWeight) or hex path (00101030, '(0010,1030)')")
+    add.add_argument("--vr", help="value representation (required for private tags)")
+    add.add_argument("--level", choices=["study", "series", "instance"],
+                     help="default: study for patient/study attributes, series for series, else instance")
+    add.add_argument("--private-creator", help="private creator of a private tag's block")
+    sub.add_parser("list", parents=[common], help="every tag, its status and progress")
+    for name, text in (("get", "one tag"), ("delete", "delete a tag and its values"),
+                       ("enable", "allow querying on a tag"), ("disable", "stop querying on a tag")):
+        command = sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("key", help="key, keyword or hex path")
+    errors = sub.add_parser("errors", parents=[common], help="values that could not be indexed")
+    errors.add_argument("key", help="key, keyword or hex path")
+    errors.add_argument("--limit", type=int, default=100)
+    errors.add_argument("--offset", type=int, default=0)
+    reindex = sub.add_parser("reindex", parents=[common], help="index tags over existing data (resumable)")
+    reindex.add_argument("keys", nargs="*", help="tags to index (default: every adding or lagging tag)")
+    reindex.add_argument("--background", action="store_true",
+                         help="run as an operation whose status `tags status ID` reads from any process")
+    status = sub.add_parser("status", parents=[common], help="status of a background reindex operation")
+    status.add_argument("operation")
+    tags.set_defaults(func=cmd_tags)
+
+
+# -- end of extended query tags -------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -315,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--drop", default=os.environ.get("DICOMLAKE_DROP_DIR", DEFAULT_DROP_DIR))
     demo.add_argument("--instances", type=int, default=300)
     demo.set_defaults(func=cmd_demo)
+    _add_tags_parser(commands, common)
     return parser
 
 

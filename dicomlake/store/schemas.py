@@ -88,7 +88,7 @@ PURGED_BLOBS = pa.schema(
 )
 
 # Extended query tags (dicomlake.tags): the catalog, one row per tag. Each change to it is one
-# overwrite commit carrying app transaction QUERY_TAGS_APP (the catalog revision), so two
+# overwrite commit carrying the app transaction "dicomlake.query_tags" (the catalog revision), so two
 # concurrent changes conflict instead of one silently undoing the other.
 QUERY_TAGS = pa.schema(
     [

@@ -233,6 +233,9 @@ def resolve(spec: TagSpec | str | dict[str, Any], now: dt.datetime | None = None
     keyword = keyword_for_tag(tag) or None
     choices = [v.strip() for v in dictionary.split(" or ")]
     if vr is None:
+        if all(choice in REFUSED_VRS for choice in choices):
+            raise InvalidQueryTag(f"{shown} {keyword}: VR {dictionary} is {REFUSED_VRS[choices[0]]} "
+                                  "and cannot be indexed")
         if len(choices) > 1:
             raise InvalidQueryTag(f"{shown} {keyword}: its VR is one of {dictionary}; give --vr")
         vr = choices[0]
