@@ -17,6 +17,7 @@ from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT
 from pipelines.jobs import ingest_job, levels_job, observe_change_feed_job
 from pipelines.maintenance import maintenance_job, maintenance_schedule
 from pipelines.sensors import TENANT_TAG, drop_folder_sensor
+from pipelines.tags import query_tags_sensor, reindex_query_tags
 from resources import DEFAULT_DROP_DIR, DropFolderResource, IngestResource, LakehouseResource
 
 # LakehouseResource field -> the environment variable holding that secret.
@@ -81,10 +82,11 @@ def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job],
+        jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job, reindex_query_tags],
         schedules=[maintenance_schedule(tenant)],
         sensors=[
             drop_folder_sensor,
+            query_tags_sensor,  # reindex when extended query tags wait in status 'adding'
             # series/studies follow ingests (their eager automation condition)
             automation_sensor("levels_automation_sensor", dg.AssetSelection.groups("index"), tenant, 30),
             # change_feed is observed every minute, so its data version (latest seq) follows the feed
