@@ -16,7 +16,9 @@ from deltalake import WriterProperties
 from dicomlake.lifecycle import DEFAULT_RETENTION, PurgeSummary, purge_expired_blobs
 from dicomlake.store.lakehouse import TenantStore
 
-TABLES = ("changes", "instances", "quarantine", "cursors", "purged_blobs")
+TABLES = (
+    "changes", "instances", "quarantine", "cursors", "purged_blobs", "query_tags", "tag_values", "tag_errors"
+)
 # Compacted files keep row groups small enough that a reader seeking one page of the feed decodes
 # one row group (~tens of ms), never a whole compacted file.
 ROW_GROUP_ROWS = 32_768

@@ -9,6 +9,7 @@ import pytest
 
 from dicomlake.errors import InvalidQuery
 from dicomlake.ingest import IngestOptions, ingest
+from dicomlake.maintenance import maintain_tables
 from dicomlake.search import SearchIndex
 from dicomlake.store import Lakehouse
 from dicomlake.tags import add_query_tags, reindex, set_query_status
@@ -80,6 +81,18 @@ def test_level_and_status_rules(tagged) -> None:
         index.search("studies", {"PatientWeight": "70.5"})
     set_query_status(tenant, "PatientWeight", "enabled")
     assert index.search("studies", {"PatientWeight": "70.5"})
+
+
+def test_tag_tables_are_maintained_and_answers_unchanged(tagged) -> None:
+    tenant, index = tagged
+    query = {"00091010": "*-*", "AcquisitionDate": "20200101-"}
+    before = index.search("instances", query, include=["all"])
+    done = {m.table: m for m in maintain_tables(tenant, vacuum_retention_hours=0)}
+    assert {"query_tags", "tag_values", "tag_errors"} <= set(done)
+    assert done["query_tags"].vacuumed > 0  # each catalog change overwrote it: old files go
+    assert index.search("instances", query, include=["all"]) == before
+    assert SearchIndex(tenant).search("instances", query, include=["all"]) == before
+    assert len(before) == 2
 
 
 def test_new_instances_are_indexed_at_ingest(tagged, tmp_path: Path) -> None:
