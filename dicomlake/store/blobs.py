@@ -70,6 +70,30 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 
 _SYNCFS = _load_syncfs()
+# syncfs flushes everything dirty on the file system, not only our batch: when other writers have
+# left more than this waiting, a batch is made durable file by file instead (bounded latency).
+SYNCFS_MAX_FOREIGN_BYTES = 64 * 1024 * 1024
+
+
+def dirty_bytes() -> int | None:
+    """Bytes waiting to be written back, machine-wide (Linux /proc/meminfo); None if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        if line.startswith((b"Dirty:", b"Writeback:")):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+def _syncfs_worth_it(batch_bytes: int) -> bool:
+    if _SYNCFS is None:
+        return False
+    dirty = dirty_bytes()
+    return dirty is not None and dirty - batch_bytes <= SYNCFS_MAX_FOREIGN_BYTES
 
 
 def sync_filesystem(folder: Path) -> None:
@@ -93,8 +117,8 @@ def sync_filesystem(folder: Path) -> None:
 class LocalBlobStore:
     """A folder. Blobs are written to temp files, made durable, then renamed into place and the
     renames made durable: a reader never sees half a blob, and a blob that exists at its key has
-    survived a power cut. A batch is made durable with two file-system syncs (syncfs) on Linux,
-    with an fsync per file and per folder elsewhere."""
+    survived a power cut. A batch is made durable with two file-system syncs (syncfs) on Linux when
+    little else is waiting to be written, else with an fsync per file and per folder."""
 
     def __init__(self, base: Path, durable: bool = True) -> None:
         self.base = base
@@ -126,7 +150,7 @@ class LocalBlobStore:
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         # Content-addressed: an existing key already holds these bytes (durably, see above).
         fresh = {key: data for key, data in items if not self._path(key).exists()}
-        batched = self.durable and _SYNCFS is not None
+        batched = self.durable and _syncfs_worth_it(sum(len(data) for data in fresh.values()))
         per_file_fsync = self.durable and not batched
         if per_file_fsync and len(fresh) > 1:
             paths = _writers().map(lambda data: self._stage(data, True), fresh.values())

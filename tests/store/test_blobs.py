@@ -21,6 +21,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.setattr(blobs, "_SYNCFS", None)
     elif blobs._SYNCFS is None:
         pytest.skip("syncfs(2) is Linux-only")
+    else:
+        monkeypatch.setattr(blobs, "dirty_bytes", lambda: 0)  # nothing else waiting: syncfs is used
     return LocalBlobStore(tmp_path / "tenant")
 
 
@@ -53,6 +55,7 @@ def test_a_failing_sync_raises_and_no_name_points_at_unsynced_bytes(
         return -1
 
     monkeypatch.setattr(blobs, "_SYNCFS", failing_syncfs)
+    monkeypatch.setattr(blobs, "dirty_bytes", lambda: 0)
     store = LocalBlobStore(tmp_path / "tenant")
     key, data = _item(b"payload")
     with pytest.raises(OSError, match="syncfs failed"):
@@ -64,3 +67,23 @@ def test_a_failing_sync_raises_and_no_name_points_at_unsynced_bytes(
 def test_sync_filesystem_on_a_real_folder(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"data")
     blobs.sync_filesystem(tmp_path)  # no error on this machine's file system
+
+
+def test_much_foreign_dirty_data_means_fsync_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(blobs, "_SYNCFS", lambda descriptor: calls.append(descriptor) or 0)
+    monkeypatch.setattr(blobs, "dirty_bytes", lambda: blobs.SYNCFS_MAX_FOREIGN_BYTES + 10_000)
+    store = LocalBlobStore(tmp_path / "tenant")
+    assert store.put_many([_item(b"a" * 5000), _item(b"b")]) == [True, True]
+    assert calls == []  # other writers' data would have made syncfs slow: each file was fsynced
+    monkeypatch.setattr(blobs, "dirty_bytes", lambda: 6000)  # only about our own batch
+    assert store.put_many([_item(b"c" * 5000)]) == [True]
+    assert len(calls) == 2  # bytes, then renames
+
+
+def test_dirty_bytes_reads_this_machine() -> None:
+    if not Path("/proc/meminfo").exists():
+        pytest.skip("no /proc/meminfo")
+    assert isinstance(blobs.dirty_bytes(), int)
