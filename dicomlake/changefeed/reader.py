@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from dicomlake.changefeed.files import FeedFiles
+from dicomlake.changefeed.files import FeedFiles, states
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 
@@ -75,6 +74,10 @@ class ChangeFeed:
         self._table = tenant.table("changes")
         self._files = FeedFiles(self._table, tenant.lakehouse.filesystem())
         self._schema = pa.schema(self._table.schema().to_arrow())
+        self._schemas = {  # the page columns' schema, with and without metadata
+            flag: pa.schema([self._schema.field(c) for c in self._columns(flag)]) for flag in (False, True)
+        }
+        self._tenants = pa.array([], pa.string())  # the tenant column of the longest page so far
 
     def latest_sequence(self) -> int:
         self._files.refresh()  # one log check per call; the file list moves only with the version
@@ -87,9 +90,10 @@ class ChangeFeed:
         upper = min(offset + limit, self.latest_sequence())
         if upper <= offset:
             return self._with_states(self._empty(include_metadata))
+        # Entries with their state, a slice of the reader's cache of decoded blocks.
         columns = self._columns(include_metadata)
-        page = self._files.rows(offset, upper, columns, pa.schema([self._schema.field(c) for c in columns]))
-        return self._with_states(page)
+        page = self._files.page(offset, upper, columns, self._schemas[include_metadata])
+        return page.append_column("tenant", self._tenant_column(page.num_rows))
 
     def read_window_arrow(
         self,
@@ -141,33 +145,24 @@ class ChangeFeed:
         return ENTRY_COLUMNS + (["dicom_json"] if include_metadata else [])
 
     def _empty(self, include_metadata: bool) -> pa.Table:
-        return pa.schema([self._schema.field(c) for c in self._columns(include_metadata)]).empty_table()
+        return self._schemas[include_metadata].empty_table()
+
+    def _tenant_column(self, rows: int) -> pa.Array:
+        if len(self._tenants) < rows:
+            self._tenants = pa.repeat(self.tenant.name, rows).cast(pa.string())
+        return self._tenants.slice(0, rows)
 
     def _with_states(self, page: pa.Table) -> pa.Table:
         """Add `state` (and `tenant`): look up the changes that supersede the page's entries."""
         rows = page.num_rows
         state = pa.array([], pa.string())
         if rows:
-            seqs, actions = page.column("seq"), page.column("action")
+            self._files.refresh()
+            seqs = page.column("seq")
             successors = self._files.successors(seqs[0].as_py(), seqs[rows - 1].as_py())
-            deletes = pc.any(pc.equal(actions, "delete")).as_py()
-            if successors.num_rows == 0 and not deletes:
-                state = pa.repeat("current", rows)  # the common case: nothing on this page superseded
-            else:
-                # A delete entry is itself 'deleted'; otherwise the superseding action decides.
-                position = pc.index_in(seqs, value_set=successors.column("previous_seq"))
-                superseded_by = pc.take(successors.column("action"), position)
-                state = pc.if_else(
-                    pc.equal(actions, "delete"),
-                    "deleted",
-                    pc.if_else(
-                        pc.is_null(superseded_by),
-                        "current",
-                        pc.if_else(pc.equal(superseded_by, "update"), "replaced", "deleted"),
-                    ),
-                )
+            state = states(seqs, page.column("action"), successors)
         page = page.append_column("state", state)
-        return page.append_column("tenant", pa.repeat(self.tenant.name, rows).cast(pa.string()))
+        return page.append_column("tenant", self._tenant_column(rows))
 
     def _entries(self, page: pa.Table) -> list[ChangeFeedEntry]:
         rows = page.to_pylist()
