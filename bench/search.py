@@ -1,12 +1,12 @@
 """Search latency at 1,000,000 instances in ~10,000 commits, beside a plain polars full scan.
 
     python bench/search.py [--instances 1000000] [--commits 10000] [--repeats 20] [--seed 1]
-                           [--root DIR] [--json]
+                           [--root DIR] [--writer direct|deltalake] [--no-flat] [--json]
 
-Generates N instance rows straight into the tenant's `instances` Delta table (one
-`write_deltalake(..., mode="append")` per commit, whole studies per commit, seq dense 1..N in commit
-order, the table's default checkpoints; generation is timed but is in no figure), then measures in
-the same run, on the same table:
+Generates N instance rows straight into the tenant's `instances` Delta table (one commit per batch
+of whole studies, seq dense 1..N in commit order, the table's default checkpoints; each commit is
+the data file and log entry write_deltalake would write, see DirectAppender; generation is timed but
+is in no figure), then measures in the same run, on the same table:
   ours   `SearchIndex(tenant).search(level, params)` of a long-lived index, p50 / p95 over
          --repeats random keys drawn from the generated data with a fixed seed;
   scan   a plain polars full scan answering the same question (`pl.scan_delta(table).filter(...)
