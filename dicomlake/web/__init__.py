@@ -1,0 +1,1 @@
+"""The DICOMweb service: an ASGI app (Starlette) over the core library; `dicomlake serve` runs it."""
