@@ -167,3 +167,19 @@ def test_three_processes_commit_concurrently(s3_server: S3Server) -> None:
     assert latest_seq(tenant.table("changes")) == N_SOPS
     assert sync_instances(tenant) == N_SOPS
     assert sorted(_sops(tenant, "instances")) == sorted(feed["sop_instance_uid"])
+
+
+def test_search_follows_an_s3_table(s3_server: S3Server, tmp_path: Path) -> None:
+    from dicomlake.search import SearchIndex
+
+    drop = generate_sample_drop(tmp_path / "d1", n_instances=6, seed=41)
+    tenant = Lakehouse(s3_server.uri(f"lake-{uuid.uuid4().hex[:8]}"), s3_server.storage_options).tenant("s")
+    ingest([tmp_path / "d1"], tenant, IngestOptions(workers=1, batch_size=3))
+    index = SearchIndex(tenant)
+    found = index.search("instances", limit=100)
+    assert sorted(r["00080018"]["Value"][0] for r in found) == sorted(_sop_uid(p) for p in drop.files)
+    more = generate_sample_drop(tmp_path / "d2", n_instances=2, seed=42)
+    ingest([tmp_path / "d2"], tenant, IngestOptions(workers=1))
+    assert len(index.search("instances", limit=100)) == 8  # the new commit, read from the log entry
+    assert index._instances.log.reloads == 1
+    assert {r["00080018"]["Value"][0] for r in index.search("instances")} >= {_sop_uid(p) for p in more.files}
