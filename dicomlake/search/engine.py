@@ -265,7 +265,7 @@ class SearchIndex:
     def _rederive(self, frame: pl.DataFrame, level: Level, studies: pl.Series) -> pl.DataFrame:
         in_studies = pl.col("study_instance_uid").is_in(studies.implode())
         fresh = _derive(level, self._instances.frame.filter(in_studies))
-        return _derive_order(level, pl.concat([frame.filter(~in_studies), fresh], how="vertical_relaxed"))
+        return pl.concat([frame.filter(~in_studies), fresh], how="vertical_relaxed")
 
     def _frame(self, level: Level) -> pl.DataFrame:
         instances = self._instances.frame
@@ -273,10 +273,10 @@ class SearchIndex:
             return instances
         if level == "series":
             if self._series is None:
-                self._series = _derive_order(level, _derive(level, instances))
+                self._series = _derive(level, instances)
             return self._series
         if self._studies is None:
-            self._studies = _derive_order(level, _derive(level, instances))
+            self._studies = _derive(level, instances)
         return self._studies
 
     def _tag_rows(self, tag: Any) -> pl.DataFrame:
@@ -301,13 +301,19 @@ class SearchIndex:
 
     # -- running a query -------------------------------------------------------------------------
     def _run(self, query: Query) -> list[dict[str, Any]]:
+        level = query.level
+        result = self._frame(level)
         by_level: dict[Level, list[pl.Expr]] = {"study": [], "series": [], "instance": []}
         uid_sets: dict[Level, list[pl.Series]] = {"study": [], "series": [], "instance": []}
         for name, attribute, value in query.matches:
             if isinstance(attribute, Attribute):
                 normalized = "patient_name_normalized" if attribute.column == "patient_name" else None
                 expr = match_expr(name, attribute.column, attribute.match, value, query.fuzzy, normalized)
-                if expr is not None:
+                if expr is None:
+                    continue
+                if attribute.match == "uid" and attribute.column in result.columns:
+                    by_level[level].append(expr)  # a UID is the same on every row below: match it here
+                else:
                     by_level[attribute.level].append(expr)
                 continue
             column, match = _tag_match(attribute.vr)
@@ -317,18 +323,13 @@ class SearchIndex:
                 hits = self._tag_rows(attribute).filter(expr).get_column(uid_column).unique()
                 uid_sets[attribute.level].append(hits)
 
-        level = query.level
-        result = self._frame(level)
+        # The cheapest filters first: those on this level's own frame (UIDs narrow it at once).
+        result = self._apply(result, level, by_level[level], uid_sets[level])
         for upper in LEVELS[: level_rank(level)]:  # constraints from the levels above
             if by_level[upper] or uid_sets[upper]:
                 keys = self._filtered(upper, by_level[upper], uid_sets[upper]).get_column(_UID_COLUMNS[upper])
                 result = result.filter(pl.col(_UID_COLUMNS[upper]).is_in(keys.implode()))
-        result = self._apply(result, level, by_level[level], uid_sets[level])
-        if level == "instance":
-            result = result.sort("study_instance_uid", "series_instance_uid", "instance_number",
-                                 "sop_instance_uid", nulls_last=True)
-        page = result.slice(query.offset, query.limit)
-        return self._render(query, page)
+        return self._render(query, _ordered_page(result, level, query.offset, query.limit))
 
     def _filtered(self, level: Level, exprs: list[pl.Expr], uid_sets: list[pl.Series]) -> pl.DataFrame:
         return self._apply(self._frame(level), level, exprs, uid_sets)
@@ -426,11 +427,34 @@ def _derive(level: Level, instances: pl.DataFrame) -> pl.DataFrame:
     return derive_studies(instances) if level == "study" else derive_series(instances)
 
 
-def _derive_order(level: Level, frame: pl.DataFrame) -> pl.DataFrame:
-    """Result order: studies newest first; series by study, then number."""
-    if level == "study":
-        return frame.sort("study_datetime", "study_instance_uid", descending=[True, False], nulls_last=True)
-    return frame.sort("study_instance_uid", "series_number", "series_instance_uid", nulls_last=True)
+# Result order per level, without nulls (so that a partial selection is exact): studies newest
+# first, series by study then number, instances by series then number; UIDs break ties.
+_LAST_INT = 2**62
+_ORDER: dict[Level, tuple[list[pl.Expr], list[bool]]] = {
+    "study": (
+        [pl.col("study_datetime").fill_null(pl.datetime(1, 1, 1)), pl.col("study_instance_uid")],
+        [True, False],
+    ),
+    "series": (
+        [pl.col("study_instance_uid"), pl.col("series_number").fill_null(_LAST_INT),
+         pl.col("series_instance_uid")],
+        [False, False, False],
+    ),
+    "instance": (
+        [pl.col("study_instance_uid"), pl.col("series_instance_uid"),
+         pl.col("instance_number").fill_null(_LAST_INT), pl.col("sop_instance_uid")],
+        [False, False, False, False],
+    ),
+}
+
+
+def _ordered_page(frame: pl.DataFrame, level: Level, offset: int, limit: int) -> pl.DataFrame:
+    """Rows offset..offset+limit of `frame` in result order, without sorting all of a large frame."""
+    keys, descending = _ORDER[level]
+    wanted = offset + limit
+    if frame.height > 4 * wanted:  # select the first `wanted` in linear time, then sort only those
+        frame = frame.top_k(wanted, by=keys, reverse=[not d for d in descending])
+    return frame.sort(keys, descending=descending).slice(offset, limit)
 
 
 _UID_COLUMNS: dict[Level, str] = {
