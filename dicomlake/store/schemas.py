@@ -137,6 +137,21 @@ TAG_ERRORS = pa.schema(
     ]
 )
 
+# API tokens of the DICOMweb service (<root>/auth/tokens, not per tenant): an append-only log of
+# create and revoke events; the live set is its fold (dicomlake.web.auth). Never the token itself.
+TOKENS = pa.schema(
+    [
+        pa.field("revision", pa.int64(), nullable=False),  # the commit's app-transaction version
+        pa.field("event", pa.string(), nullable=False),  # create | revoke
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("token_sha256", pa.string()),  # hex; null on a revoke
+        pa.field("tenants", pa.list_(pa.string())),  # "*" for every tenant
+        pa.field("permissions", pa.list_(pa.string())),
+        pa.field("expires_at", UTC_TIMESTAMP),
+        pa.field("at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "changes": CHANGES,
     "instances": INSTANCES,

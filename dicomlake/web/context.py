@@ -62,3 +62,13 @@ def search_index(request: Request, tenant: TenantStore) -> SearchIndex:
     if index is None:
         index = indexes.setdefault(tenant.name, SearchIndex(tenant))
     return index
+
+
+def dicomweb_base(request: Request) -> str:
+    """The absolute DICOMweb base URL the request used, e.g. `http://host:8042/tenants/a/dicomweb`
+    (or `.../dicomweb` for the default tenant): for RetrieveURL, BulkDataURI and Location values."""
+    scope = request.scope
+    app_root = scope.get("app_root_path", scope.get("root_path", ""))
+    mounted = scope.get("root_path", "")[len(app_root):]
+    return str(request.base_url).rstrip("/") + mounted
+

@@ -1,0 +1,108 @@
+"""The DICOMweb ASGI app: feature routes mounted under both bases, behind auth and the middlewares.
+
+    /tenants/{tenant}/dicomweb/...   a tenant's DICOMweb base
+    /dicomweb/...                    the default tenant's
+    /health                          liveness (no auth, no data)
+    /openapi.json, /docs             the API description (no auth, no data)
+
+Each feature module exposes `ROUTES: list[starlette.routing.Route]` with paths relative to the base;
+adding a feature is one entry in FEATURES. Middlewares, outermost first: request id + access log,
+CORS (only when origins are configured), gzip for JSON, authentication. Handlers authorize with
+`dicomlake.web.context.tenant_of`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from dicomlake.errors import InvalidQuery
+from dicomlake.store.lakehouse import Lakehouse
+from dicomlake.web import changefeed, openapi, qido, tags
+from dicomlake.web.auth import AuthConfig, AuthMiddleware
+from dicomlake.web.middleware import RequestContextMiddleware, json_gzip
+from dicomlake.web.responses import error_response
+
+# One entry per feature module (each has ROUTES, relative to the DICOMweb base).
+# STOW-RS and WADO-RS: add `stow` and `wado` here (and to the import above) when they land.
+FEATURES = [qido, changefeed, tags]
+
+TENANT_BASE = "/tenants/{tenant}/dicomweb"
+DEFAULT_BASE = "/dicomweb"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    phrase = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+              415: "unsupported_media_type"}.get(exc.status_code, "error")
+    return error_response(exc.status_code, phrase, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _invalid_query(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidQuery)
+    body = {"error": "invalid_query", "parameter": exc.parameter, "detail": str(exc)}
+    return JSONResponse(body, status_code=400)
+
+
+async def health(request: Request) -> Response:
+    """Liveness: the process serves requests. No authentication, no data.
+    ---
+    responses:
+      200: {description: '{"status": "ok"}'}
+    """
+    return JSONResponse({"status": "ok"})
+
+
+def dicomweb_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    for feature in FEATURES:
+        routes.extend(feature.ROUTES)
+    return routes
+
+
+def build_app(
+    lakehouse: Lakehouse,
+    auth: AuthConfig | None = None,
+    cors_origins: Sequence[str] = (),
+    gzip_minimum_size: int = 1024,
+) -> Starlette:
+    """The app over `lakehouse`. `auth=None` means tokens from the lakehouse (the secure default);
+    only `AuthConfig(disabled=True)` turns authentication off (local development)."""
+    auth = auth if auth is not None else AuthConfig.for_lakehouse(lakehouse)
+    dicomweb = dicomweb_routes()
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Mount(TENANT_BASE, routes=dicomweb),
+        Mount(DEFAULT_BASE, routes=dicomweb),
+        *openapi.ROUTES,
+    ]
+    middleware = [Middleware(RequestContextMiddleware)]
+    if cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-None-Match", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Location", "ETag", "Content-Location", "Warning"], max_age=600,
+        ))
+    middleware += [
+        Middleware(json_gzip, minimum_size=gzip_minimum_size),
+        Middleware(AuthMiddleware, config=auth),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error, InvalidQuery: _invalid_query},
+    )
+    app.state.lakehouse = lakehouse
+    app.state.search_indexes = {}
+    app.state.auth = auth
+    return app
+
