@@ -351,6 +351,143 @@ def _add_tags_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 # -- end of extended query tags -------------------------------------------------------------------
 
 
+# -- the DICOMweb service (dicomlake.web): serve, tokens --------------------------------------------
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+NO_AUTH_WARNING = """
+!!! dicomlake serve --no-auth: AUTHENTICATION IS OFF. Every request may read, write and delete !!!
+!!! every tenant. For local development only; served on loopback ({host}) and nowhere else.      !!!
+"""
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from dicomlake.web.app import ENV_CORS, ENV_NO_AUTH
+
+    if args.no_auth and not _loopback(args.host):
+        print(f"dicomlake serve: --no-auth is refused on a non-loopback host ({args.host}); "
+              "create a token (dicomlake tokens create) instead", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if args.no_auth:
+        print(NO_AUTH_WARNING.format(host=args.host), file=sys.stderr)
+        logging.getLogger("dicomlake.web").warning("authentication is disabled (--no-auth)")
+    elif not _loopback(args.host):
+        print(f"dicomlake serve: listening on {args.host} (not loopback): put TLS in front of it",
+              file=sys.stderr)
+    # The app factory reads its settings from the environment (so that every worker builds the same).
+    os.environ["DICOMLAKE_ROOT"] = str(args.root)
+    os.environ[ENV_NO_AUTH] = "1" if args.no_auth else ""
+    os.environ[ENV_CORS] = " ".join(args.cors_origin)
+    log_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(message)s"},
+            "default": {"format": "%(levelname)s %(name)s: %(message)s"},
+        },
+        "handlers": {
+            "access": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"},
+            "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "dicomlake.web.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "dicomlake": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        },
+    }
+    # uvicorn's own access log is off: it would write concrete paths and query strings (PHI).
+    uvicorn.run("dicomlake.web.app:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, access_log=False, log_config=log_config, proxy_headers=False,
+                server_header=False)
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from dicomlake.web.auth import TokenError, TokenStore
+
+    store = TokenStore(Lakehouse(args.root))
+    try:
+        if args.tokens_command == "create":
+            if args.all_tenants == bool(args.tenant):
+                raise ValueError("give --tenant T (one or more) or --all-tenants")
+            tenants = ["*"] if args.all_tenants else args.tenant
+            expires = None
+            if args.expires_in_days is not None:
+                expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=args.expires_in_days)
+            token, record = store.create(args.name, tenants, args.permission, expires)
+            _print(args, {"token": token, **record.as_dict()},
+                   f"{token}\n(token {record.name!r}: shown once, store it now; only its SHA-256 is kept)")
+        elif args.tokens_command == "list":
+            records = store.list()
+            _print(args, [r.as_dict() for r in records], "\n".join(
+                f"{r.name:<24} tenants {','.join(sorted(r.tenants))}  permissions "
+                f"{','.join(sorted(r.permissions))}  created {r.created_at:%Y-%m-%d %H:%M}"
+                + (f"  expires {r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "")
+                + ("  EXPIRED" if r.expired() else "")
+                for r in records) or "no tokens")
+        else:
+            record = store.revoke(args.name)
+            _print(args, {"revoked": record.name}, f"revoked token {record.name!r}")
+    except TokenError as exc:
+        print(f"dicomlake tokens {args.tokens_command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_web_parsers(commands: Any) -> None:
+    from dicomlake.web.context import PERMISSIONS
+
+    serve = commands.add_parser("serve", help="serve DICOMweb (QIDO, STOW, WADO, delete, change feed, tags)")
+    serve.add_argument("--root", default=default_root(), help="lakehouse root: folder or s3://bucket/prefix")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    serve.add_argument("--port", type=int, default=8042)
+    serve.add_argument("--no-auth", action="store_true",
+                       help="DEVELOPMENT ONLY: no tokens, everything allowed; refused off loopback")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow this browser origin (e.g. https://viewer.example.org); repeatable")
+    serve.add_argument("--workers", type=int, default=1, help="server processes")
+    serve.set_defaults(func=cmd_serve)
+
+    tokens = commands.add_parser("tokens", help="API tokens of the DICOMweb service: create, list, revoke")
+    sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=default_root(), help="lakehouse root: folder or s3://bucket/prefix")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    create = sub.add_parser("create", parents=[common], help="create a token (printed once)")
+    create.add_argument("--name", required=True, help="who or what uses it (shown in access logs)")
+    create.add_argument("--tenant", action="append", default=[], help="a tenant it may act in; repeatable")
+    create.add_argument("--all-tenants", action="store_true", help="every tenant, present and future")
+    create.add_argument("--permission", action="append", required=True, choices=PERMISSIONS,
+                        help="read (QIDO, WADO, change feed), write (STOW), delete, "
+                             "admin (tags; implies all)")
+    create.add_argument("--expires-in-days", type=float, help="default: no expiry")
+    sub.add_parser("list", parents=[common], help="tokens (never their secrets)")
+    revoke = sub.add_parser("revoke", parents=[common], help="revoke a token by name")
+    revoke.add_argument("name")
+    tokens.set_defaults(func=cmd_tokens)
+
+
+# -- end of the DICOMweb service ------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -433,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--instances", type=int, default=300)
     demo.set_defaults(func=cmd_demo)
     _add_tags_parser(commands, common)
+    _add_web_parsers(commands)
     return parser
 
 

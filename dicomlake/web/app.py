@@ -13,6 +13,7 @@ CORS (only when origins are configured), gzip for JSON, authentication. Handlers
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
@@ -34,6 +35,8 @@ from dicomlake.web.responses import error_response
 # STOW-RS and WADO-RS: add `stow` and `wado` here (and to the import above) when they land.
 FEATURES = [qido, changefeed, tags]
 
+ENV_NO_AUTH = "DICOMLAKE_WEB_NO_AUTH"  # set by `dicomlake serve --no-auth` for its workers
+ENV_CORS = "DICOMLAKE_WEB_CORS_ORIGINS"  # space-separated origins
 TENANT_BASE = "/tenants/{tenant}/dicomweb"
 DEFAULT_BASE = "/dicomweb"
 
@@ -106,3 +109,10 @@ def build_app(
     app.state.auth = auth
     return app
 
+
+
+def app_from_environment() -> Starlette:
+    """The app `dicomlake serve` runs in each worker: root from DICOMLAKE_ROOT, settings from the CLI."""
+    auth = AuthConfig(disabled=True) if os.environ.get(ENV_NO_AUTH) == "1" else None
+    origins = os.environ.get(ENV_CORS, "").split()
+    return build_app(Lakehouse(), auth, cors_origins=origins)
