@@ -79,8 +79,14 @@ def _classify_non_part10(data: bytes) -> InvalidInstance:
     return InvalidInstance("not_dicom", "not a DICOM Part-10 file (no 'DICM' prefix at byte 128)")
 
 
-def parse_instance(data: bytes) -> ParsedInstance:
-    """Validate and parse one Part-10 file; raise InvalidInstance with a clear reason otherwise."""
+def parse_instance(data: bytes, sha256: str | None = None) -> ParsedInstance:
+    """Validate and parse one Part-10 file; raise InvalidInstance with a clear reason otherwise.
+
+    `data` may be any bytes-like object that slices to bytes, such as an `mmap` of a file: only
+    the header and the element headers after it are read, so pixel data is never copied. Pass
+    `sha256` when the caller already hashed the bytes (e.g. while spooling an upload to disk);
+    otherwise they are hashed here.
+    """
     if not data:
         raise InvalidInstance("zero_bytes", "the file is empty (0 bytes)")
     if len(data) < PREAMBLE_LENGTH + 4 or data[PREAMBLE_LENGTH : PREAMBLE_LENGTH + 4] != b"DICM":
@@ -119,4 +125,4 @@ def parse_instance(data: bytes) -> ParsedInstance:
     record["transfer_syntax_uid"] = transfer_syntax
     record["dicom_json"] = header_json
     record["warnings"] = parsed.warnings  # one sentence per value that was not converted cleanly
-    return ParsedInstance(record=record, sha256=sha256_hex(data), size=len(data))
+    return ParsedInstance(record=record, sha256=sha256 or sha256_hex(data), size=len(data))

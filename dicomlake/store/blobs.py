@@ -9,12 +9,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import fsspec
 
@@ -36,7 +37,19 @@ class BlobStore(Protocol):
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """put() for many blobs; every one is durable when this returns."""
 
+    def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
+        """put() for the bytes of a local file, never read into memory; durable when it returns."""
+
     def get(self, key: str) -> bytes: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A binary file object over the blob (read in chunks, seek; the caller closes it)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The blob's path when it is a local file (mmap, sendfile), else None."""
+
+    def staging_dir(self) -> Path | None:
+        """A local folder for files that put_file(move=True) can rename into place, or None."""
 
 
 _WRITERS: ThreadPoolExecutor | None = None
@@ -175,8 +188,57 @@ class LocalBlobStore:
             written.add(key)
         return result
 
+    def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
+        """Store the file at `path` under `key` unless the key exists; True when this call wrote it.
+
+        The same durability as put_many (the bytes, then the rename, are made durable) with a per-
+        file fsync: one large file gains nothing from syncfs. With `move=True` a file on the same
+        file system (e.g. in staging_dir()) is renamed into place instead of copied; a file on
+        another one is copied. Either way `path` may remain, and then belongs to the caller.
+        """
+        target = self._path(key)
+        if target.exists():
+            return False
+        source = Path(path)
+        self._folder(self._tmp)
+        staged = self._tmp / f"{uuid.uuid4().hex}.part"
+        renamed = False
+        if move:
+            try:
+                os.rename(source, staged)  # atomic, no copy; fails across file systems
+                renamed = True
+            except OSError:
+                renamed = False
+        if not renamed:
+            shutil.copyfile(source, staged)  # kernel-side copy (sendfile/copy_file_range)
+        try:
+            if self.durable:
+                fsync_path(staged)
+            self._folder(target.parent)
+            os.replace(staged, target)
+        except BaseException:
+            if renamed:  # give the caller its file back rather than leave it in .tmp
+                with contextlib.suppress(OSError):
+                    os.replace(staged, source)
+            else:
+                staged.unlink(missing_ok=True)
+            raise
+        if self.durable:
+            fsync_path(target.parent)
+        return True
+
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def staging_dir(self) -> Path | None:
+        self._folder(self._tmp)
+        return self._tmp
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -213,8 +275,25 @@ class FsspecBlobStore:
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         return [self.put(key, data) for key, data in items]
 
+    def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
+        """Upload a local file (s3fs: a multipart upload for large ones, visible only once complete)."""
+        target = self._path(key)
+        if self.fs.exists(target):
+            return False
+        self.fs.put_file(str(path), target)
+        return True
+
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
+
+    def open(self, key: str) -> BinaryIO:
+        return self.fs.open(self._path(key), "rb")
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def staging_dir(self) -> Path | None:
+        return None
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self._path(key))
