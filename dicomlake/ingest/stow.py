@@ -1,0 +1,314 @@
+"""Store instances uploaded over STOW-RS: the rules of file ingest, one request per commit.
+
+The web layer spools each uploaded part to a local temp file (hashing it as it writes) and hands
+the files here. For each part, in order:
+  1. the header is parsed from an mmap of the file (pixel data is never read into memory);
+  2. it is validated like any ingested file, plus the study UID of a STOW to /studies/{uid};
+  3. its bytes go to the blob store (or, when refused, to quarantine with a code and a reason),
+     durably, by renaming the temp file into place when it is on the same file system;
+then the refused parts' quarantine rows are appended, the accepted versions are committed to the
+change feed in ONE commit, `instances` is brought up to that commit and the extended query tags are
+indexed for it. Only then does `store` return: a part reported stored is committed and searchable.
+
+Per-part outcomes use the codes of PS3.18 Annex I and of Azure's DICOM service conformance
+statement (FAILURE_* / WARNING_* below). Policy for an instance that already exists:
+  - the same bytes: stored (nothing new is written; a resent request is idempotent);
+  - bytes of a version that a newer one already replaced: stored, nothing changes (as file ingest:
+    re-delivery never rolls an instance back);
+  - other bytes: with `allow_replace` (the default, as file ingest) an `update` change; without it
+    the part fails with 45070 and its bytes are quarantined (code `duplicate_instance`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import logging
+import mmap
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicomlake.dicom.parse import parse_instance
+from dicomlake.errors import InvalidInstance
+from dicomlake.store.blobs import blob_key, quarantine_key
+from dicomlake.store.committer import CommitOutcome, Committer, record_quarantine, sync_instances
+from dicomlake.store.lakehouse import TenantStore
+from dicomlake.tags.indexer import index_after_commit
+
+log = logging.getLogger(__name__)
+
+# Failure Reason (0008,1197) values (PS3.18 Table I.2-2; Azure's codes in the A9xx/B0xx ranges).
+FAILURE_PROCESSING = 272  # 0x0110 processing failure (an I/O or commit error on our side)
+FAILURE_INVALID = 43264  # 0xA900 the part is not a valid, storable instance
+FAILURE_STUDY_MISMATCH = 43265  # 0xA901 its StudyInstanceUID is not the one in the URL
+FAILURE_DUPLICATE = 45070  # 0xB00E it exists with other bytes and replacing is not allowed
+# Warning Reason (0008,1196): stored as sent, but some values do not conform (0xB007, "Data Set
+# does not match SOP Class"; the reasons are the parser's warnings, kept on the version row).
+WARNING_NONCONFORMANT = 45063
+
+DICOM_MEDIA_TYPE = "application/dicom"
+HASH_CHUNK = 1024 * 1024
+# A part without the Part-10 prefix is classified (gzip, zip, bare dataset...) from at most this
+# many leading bytes, so a huge non-DICOM upload is never read into memory.
+CLASSIFY_PREFIX = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One uploaded object, already on local disk. `store` may rename the file into the blob store;
+    whatever is left at `path` afterwards belongs to the caller (delete it)."""
+
+    path: Path
+    size: int
+    sha256: str | None = None  # hashed while spooling; computed in chunks when None
+    content_type: str | None = DICOM_MEDIA_TYPE
+
+
+@dataclass
+class InstanceResult:
+    """What happened to one part, in request order."""
+
+    index: int
+    stored: bool
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    action: str | None = None  # create | update | unchanged (stored parts)
+    failure_code: int | None = None
+    failure: str | None = None  # readable reason (also in the quarantine row when quarantined)
+    error_code: str | None = None  # the quarantine code, e.g. 'truncated', 'study_uid_mismatch'
+    warning_code: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoreOutcome:
+    results: list[InstanceResult]
+    commit: CommitOutcome | None = None
+
+    @property
+    def stored(self) -> list[InstanceResult]:
+        return [r for r in self.results if r.stored]
+
+    @property
+    def failed(self) -> list[InstanceResult]:
+        return [r for r in self.results if not r.stored]
+
+    @property
+    def http_status(self) -> int:
+        """PS3.18 10.5.3: 200 all stored cleanly, 202 some failed or warned, 409 none stored."""
+        if not self.results or not self.stored:
+            return 409
+        if self.failed or any(r.warning_code for r in self.results):
+            return 202
+        return 200
+
+
+@dataclass
+class _Prepared:
+    result: InstanceResult
+    part: UploadedPart
+    sha256: str
+    version: dict[str, Any] | None = None
+    quarantine: dict[str, Any] | None = None
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _mapped(path: Path, size: int) -> Iterator[Any]:
+    if size == 0:
+        yield b""
+        return
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        yield view
+
+
+def _identity(view: Any) -> dict[str, str]:
+    """Best-effort UIDs of a part that failed validation, for the FailedSOPSequence."""
+    found: dict[str, str] = {}
+    try:
+        import pydicom
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(view[:CLASSIFY_PREFIX]), force=True, stop_before_pixels=True,
+                                 specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                                "SeriesInstanceUID"])
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            value = str(ds.get(keyword, "") or "").strip()
+            if value and len(value) <= 64:
+                found[keyword] = value
+    except Exception:  # the bytes are not readable as a dataset at all
+        pass
+    return found
+
+
+class InstanceStore:
+    """STOW-RS storage for one tenant. Keep one per tenant and process (e.g. per web app): its
+    Committer caches the feed's state, and commits from this process are serialized by a lock
+    (other processes are handled by the committer's optimistic concurrency)."""
+
+    def __init__(self, tenant: TenantStore) -> None:
+        self.tenant = tenant
+        self.committer = Committer(tenant)
+        self._commit_lock = threading.Lock()
+
+    def store(
+        self,
+        parts: Iterable[UploadedPart],
+        expected_study: str | None = None,
+        *,
+        allow_replace: bool = True,
+        source: str = "stow",
+    ) -> StoreOutcome:
+        """Store every part; see the module docstring. `source` prefixes each row's source (no PHI)."""
+        prepared = [self._prepare(i, part, expected_study, f"{source}/{i}") for i, part in enumerate(parts)]
+        if not allow_replace:
+            self._refuse_duplicates(prepared)
+        self._write_bytes(prepared)
+        record_quarantine(self.tenant, [p.quarantine for p in prepared if p.quarantine])
+        commit = self._commit(prepared)
+        return StoreOutcome([p.result for p in prepared], commit)
+
+    # -- per part --------------------------------------------------------------------------------
+    def _prepare(self, index: int, part: UploadedPart, expected_study: str | None, source: str) -> _Prepared:
+        result = InstanceResult(index=index, stored=False)
+        sha = part.sha256 or hash_file(part.path)
+        prepared = _Prepared(result, part, sha)
+        media = (part.content_type or DICOM_MEDIA_TYPE).split(";", 1)[0].strip().lower()
+        if media != DICOM_MEDIA_TYPE:
+            self._refuse(prepared, source, "unsupported_media_type",
+                         f"the part's Content-Type is {media!r}, not {DICOM_MEDIA_TYPE}")
+            return prepared
+        with _mapped(part.path, part.size) as view:
+            data = view
+            if len(view) >= 132 and view[128:132] != b"DICM" and len(view) > CLASSIFY_PREFIX:
+                data = view[:CLASSIFY_PREFIX]  # only to name what it is: bounded memory
+            try:
+                parsed = parse_instance(data, sha256=sha)
+            except InvalidInstance as exc:
+                ids = _identity(view) if part.size else {}
+                result.sop_class_uid = ids.get("SOPClassUID")
+                result.sop_instance_uid = ids.get("SOPInstanceUID")
+                result.study_instance_uid = ids.get("StudyInstanceUID")
+                result.series_instance_uid = ids.get("SeriesInstanceUID")
+                self._refuse(prepared, source, exc.code, exc.reason)
+                return prepared
+        record = parsed.record
+        result.sop_class_uid = record["sop_class_uid"]
+        result.sop_instance_uid = record["sop_instance_uid"]
+        result.study_instance_uid = record["study_instance_uid"]
+        result.series_instance_uid = record["series_instance_uid"]
+        if expected_study is not None and record["study_instance_uid"] != expected_study:
+            self._refuse(
+                prepared, source, "study_uid_mismatch",
+                f"StudyInstanceUID {record['study_instance_uid']} is not the study of the request "
+                f"({expected_study})",
+                FAILURE_STUDY_MISMATCH,
+            )
+            return prepared
+        version = dict(record)
+        version.setdefault("warnings", [])
+        version.update(sha256=sha, blob_key=blob_key(sha), size_bytes=part.size, source=source)
+        prepared.version = version
+        result.warnings = list(version["warnings"] or [])
+        if result.warnings:
+            result.warning_code = WARNING_NONCONFORMANT
+        return prepared
+
+    def _refuse(self, prepared: _Prepared, source: str, code: str, reason: str,
+                failure_code: int = FAILURE_INVALID) -> None:
+        prepared.quarantine = {
+            "sha256": prepared.sha256,
+            "quarantine_key": quarantine_key(prepared.sha256),
+            "size_bytes": prepared.part.size,
+            "source": source,
+            "error_code": code,
+            "reason": reason,
+            "quarantined_at": dt.datetime.now(dt.UTC),
+        }
+        prepared.result.failure_code = failure_code
+        prepared.result.failure = reason
+        prepared.result.error_code = code
+
+    def _write_bytes(self, prepared: list[_Prepared]) -> None:
+        """Blobs and quarantined bytes, each durable before anything refers to it."""
+        blobs = self.tenant.blobs
+        for item in prepared:
+            key = item.version["blob_key"] if item.version else item.quarantine["quarantine_key"]  # type: ignore[index]
+            try:
+                blobs.put_file(key, item.part.path, move=True)
+            except OSError as exc:
+                log.exception("%s: could not write %s", self.tenant.name, key)
+                item.version = item.quarantine = None
+                item.result.failure_code = FAILURE_PROCESSING
+                item.result.failure = f"the bytes could not be written ({type(exc).__name__})"
+                item.result.error_code = "write_failed"
+
+    # -- the commit ------------------------------------------------------------------------------
+    def _commit(self, prepared: list[_Prepared]) -> CommitOutcome | None:
+        candidates = [p for p in prepared if p.version]
+        if not candidates:
+            return None
+        with self._commit_lock:
+            try:
+                outcome = self.committer.commit_versions([p.version for p in candidates], operation="stow")
+            except Exception as exc:
+                log.exception("%s: STOW commit failed", self.tenant.name)
+                for item in candidates:
+                    item.result.failure_code = FAILURE_PROCESSING
+                    item.result.failure = f"the change could not be committed ({type(exc).__name__})"
+                    item.result.error_code = "commit_failed"
+                return None
+        for item, action in zip(candidates, outcome.actions, strict=True):
+            item.result.stored = True
+            item.result.action = action
+        if outcome.last_seq is not None:
+            # A 200 promises "searchable": the projection and the tag index follow the commit now.
+            sync_instances(self.tenant, outcome)
+            index_after_commit(self.tenant, outcome)
+        return outcome
+
+    def _refuse_duplicates(self, prepared: list[_Prepared]) -> None:
+        """Without replace: a part whose SOP instance exists with other bytes fails with 45070.
+
+        Decided against the feed as of now, before any bytes are written; a writer in another
+        process committing the same SOP instance before our commit still makes it an update."""
+        with self._commit_lock:  # the committer's state is not shared across threads unguarded
+            for item in prepared:
+                version = item.version
+                if version is None:
+                    continue
+                current = self.committer.current_sha256(version["sop_instance_uid"])
+                if current is None or current == version["sha256"]:
+                    continue
+                item.version = None
+                self._refuse(item, version["source"], "duplicate_instance",
+                             f"SOP instance {version['sop_instance_uid']} already exists with other "
+                             "bytes and replacing is not allowed", FAILURE_DUPLICATE)
+
+
+def store_instances(
+    tenant: TenantStore,
+    parts: Iterable[UploadedPart],
+    expected_study: str | None = None,
+    *,
+    allow_replace: bool = True,
+    source: str = "stow",
+) -> StoreOutcome:
+    """One-off STOW-RS store (a fresh committer); long-lived callers keep an InstanceStore."""
+    return InstanceStore(tenant).store(parts, expected_study, allow_replace=allow_replace, source=source)
