@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomlake.store.lakehouse import DEFAULT_TENANT, check_tenant
@@ -38,23 +39,42 @@ def json_gzip(app: ASGIApp, minimum_size: int = 1024) -> GZipMiddleware:
         app, minimum_size=minimum_size, compresslevel=5, exclude_content_types=NOT_COMPRESSED)
 
 
-def route_template(scope: Scope) -> str | None:
-    """The matched route as a template (mount prefix + route path), or None if nothing matched."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if path is None:
-        return None
-    # Routes are mounted under one of the two bases; root_path grew by the mount's matched path.
-    if scope.get("root_path", "") != scope.get("app_root_path", scope.get("root_path", "")):
-        base = "/tenants/{tenant}/dicomweb" if "tenant" in scope.get("path_params", {}) else "/dicomweb"
-        return base + path
-    return path
+def _match(routes: list[BaseRoute], scope: Scope) -> tuple[str, dict[str, Any]] | None:
+    partial = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match == Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            inner = _match(route.routes, {**scope, **child})
+            if inner is None:
+                continue
+            found = (route.path + inner[0], {**child.get("path_params", {}), **inner[1]})
+        else:
+            found = (getattr(route, "path", ""), child.get("path_params", {}))
+        if match == Match.FULL:
+            return found
+        partial = partial or found
+    return partial
 
 
-def _tenant(scope: Scope, template: str | None) -> str | None:
+def route_template(scope: Scope) -> tuple[str | None, dict[str, Any]]:
+    """The route a request matches as a template (`/tenants/{tenant}/dicomweb/studies/{study}`) and
+    its path parameters; (None, {}) when no route matches. Also for requests refused before routing."""
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    if router is None:
+        return None, {}
+    # Routing moves root_path down into the mount it matched: start again from the app's.
+    root = scope.get("app_root_path", scope.get("root_path", ""))
+    found = _match(router.routes, {**scope, "root_path": root})
+    return found if found else (None, {})
+
+
+def _tenant(template: str | None, params: dict[str, Any]) -> str | None:
     if template is None:
         return None
-    name = scope.get("path_params", {}).get("tenant")
+    name = params.get("tenant")
     if name is None:
         return DEFAULT_TENANT if template.startswith("/dicomweb") else None
     try:
@@ -93,7 +113,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            template = route_template(scope)
+            template, params = route_template(scope)
             principal = state.get("principal")
             access_log.info(json.dumps({
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -104,5 +124,5 @@ class RequestContextMiddleware:
                 "bytes": outcome["bytes"],
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "principal": getattr(principal, "name", None),
-                "tenant": _tenant(scope, template),
+                "tenant": _tenant(template, params),
             }))

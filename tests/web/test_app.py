@@ -104,7 +104,8 @@ def test_access_log_has_route_templates_and_no_uid_or_query(server, tmp_path, ac
     assert first["bytes"] > 0 and first["duration_ms"] >= 0
     assert lines[1]["route"] == "/dicomweb/studies/{study}/series" and lines[1]["status"] == 403
     assert lines[1]["tenant"] == "default"
-    assert lines[2]["status"] == 401 and lines[2]["principal"] is None
+    assert lines[2]["status"] == 401 and lines[2]["principal"] is None  # refused before routing, yet:
+    assert lines[2]["route"] == "/tenants/{tenant}/dicomweb/studies" and lines[2]["tenant"] == "logs"
     text = "\n".join(access_log.lines)
     for secret in [*STUDY.values(), *SERIES.values(), sop_uid("A1", 1), "P1", "ller", "PatientID", "?"]:
         assert secret not in text, secret
