@@ -71,7 +71,8 @@ def _to_explicit_little(source: BinaryIO, out: BinaryIO) -> None:
         syntax = ds.file_meta.TransferSyntaxUID
         try:
             if syntax.is_compressed:
-                ds.decompress()  # sets Explicit VR Little Endian and fixes the image attributes
+                # Explicit VR Little Endian, image attributes fixed; the same instance, so its UID stays
+                ds.decompress(generate_instance_uid=False)
             elif syntax == EXPLICIT_VR_BIG_ENDIAN and "PixelData" in ds:
                 array = ds.pixel_array
                 ds.PixelData = array.astype(array.dtype.newbyteorder("<")).tobytes()

@@ -26,14 +26,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from dicomlake.errors import InvalidQuery
 from dicomlake.store.lakehouse import Lakehouse
-from dicomlake.web import changefeed, openapi, qido, tags
+from dicomlake.web import changefeed, openapi, qido, stow, tags, wado
 from dicomlake.web.auth import AuthConfig, AuthMiddleware
 from dicomlake.web.middleware import RequestContextMiddleware, json_gzip
 from dicomlake.web.responses import error_response
 
 # One entry per feature module (each has ROUTES, relative to the DICOMweb base).
 # STOW-RS and WADO-RS: add `stow` and `wado` here (and to the import above) when they land.
-FEATURES = [qido, changefeed, tags]
+FEATURES = [qido, changefeed, tags, stow, wado]
 
 ENV_NO_AUTH = "DICOMLAKE_WEB_NO_AUTH"  # set by `dicomlake serve --no-auth` for its workers
 ENV_CORS = "DICOMLAKE_WEB_CORS_ORIGINS"  # space-separated origins

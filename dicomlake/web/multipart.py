@@ -1,0 +1,281 @@
+"""Streaming multipart/related (RFC 2387 / RFC 2046 §5.1) for STOW-RS requests and WADO-RS responses.
+
+Reading: `spool_multipart` consumes the request body chunk by chunk and writes each part to its
+own temp file, hashing it on the way (SHA-256: the blob key), so memory stays bounded by the
+chunk and flush sizes whatever the upload size. A delimiter split across chunks, a preamble, an
+epilogue, transport padding after a delimiter and parts without headers are handled; a body that
+ends before the close delimiter (`--boundary--`), or part headers that never end, are malformed.
+
+Writing: `multipart_stream` yields a multipart/related body part by part, each part's content
+from an iterator of chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+
+from dicomlake.ingest.stow import UploadedPart
+
+MAX_HEADER_BYTES = 16 * 1024  # all the header lines of one part
+MAX_PARTS = 10_000
+FLUSH_BYTES = 1024 * 1024  # buffered part bytes handed to a thread for hashing and writing
+_TOKEN = re.compile(r'\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*')
+
+
+class MalformedMultipart(ValueError):
+    """The body is not a well-formed multipart/related message (-> 400)."""
+
+
+def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
+    """'multipart/related; type="application/dicom"; boundary=X' -> ('multipart/related', {...}).
+
+    Parameter names are lowercased; quoted values are unquoted. Media type lowercased."""
+    if not value:
+        return "", {}
+    media, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    for piece in _split_params(rest):
+        match = _TOKEN.fullmatch(piece)
+        if not match:
+            continue
+        name, raw = match.group(1).lower(), match.group(2).strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params[name] = raw
+    return media.strip().lower(), params
+
+
+def _split_params(text: str) -> list[str]:
+    """Split on ';' outside quotes."""
+    pieces, current, quoted, escaped = [], [], False, False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+            continue
+        if char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if "".join(current).strip():
+        pieces.append("".join(current))
+    return [p for p in pieces if p.strip()]
+
+
+@dataclass
+class _PartFile:
+    path: Path
+    handle: object
+    headers: dict[str, str]
+    digest: object = field(default_factory=hashlib.sha256)
+    size: int = 0
+    pending: bytearray = field(default_factory=bytearray)
+
+    def write_now(self, data: bytes | bytearray) -> None:
+        self.digest.update(data)  # type: ignore[attr-defined]
+        self.handle.write(data)  # type: ignore[attr-defined]
+        self.size += len(data)
+
+
+class _Spooler:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.parts: list[tuple[_PartFile, UploadedPart | None]] = []
+        self.current: _PartFile | None = None
+
+    async def open(self, headers: dict[str, str]) -> None:
+        if len(self.parts) >= MAX_PARTS:
+            raise MalformedMultipart(f"more than {MAX_PARTS} parts")
+        path = self.directory / f"stow-{uuid.uuid4().hex}.part"
+        handle = await run_in_threadpool(open, path, "wb")
+        self.current = _PartFile(path, handle, headers)
+        self.parts.append((self.current, None))
+
+    async def write(self, data: bytes | bytearray) -> None:
+        part = self.current
+        assert part is not None
+        part.pending += data
+        if len(part.pending) >= FLUSH_BYTES:
+            block, part.pending = part.pending, bytearray()
+            await run_in_threadpool(part.write_now, block)
+
+    async def close(self) -> None:
+        part = self.current
+        assert part is not None
+        block, part.pending = part.pending, bytearray()
+
+        def finish() -> None:
+            if block:
+                part.write_now(block)
+            part.handle.close()  # type: ignore[attr-defined]
+
+        await run_in_threadpool(finish)
+        uploaded = UploadedPart(path=part.path, size=part.size,
+                                sha256=part.digest.hexdigest(),  # type: ignore[attr-defined]
+                                content_type=part.headers.get("content-type"))
+        self.parts[-1] = (part, uploaded)
+        self.current = None
+
+    def discard(self) -> None:
+        for part, _ in self.parts:
+            with contextlib.suppress(Exception):
+                part.handle.close()  # type: ignore[attr-defined]
+            part.path.unlink(missing_ok=True)
+        self.parts.clear()
+
+
+def spool_directory(preferred: Path | None) -> Path:
+    """Where uploads are spooled: the blob store's staging folder when it is local (parts are then
+    renamed into place, never copied), else the system temp folder."""
+    directory = preferred or Path(tempfile.gettempdir())
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    name = None
+    for line in block.decode("latin-1").split("\r\n"):
+        if not line:
+            continue
+        if line[0] in " \t" and name:  # obsolete line folding
+            headers[name] += " " + line.strip()
+            continue
+        if ":" not in line:
+            raise MalformedMultipart(f"part header line without a colon: {line[:80]!r}")
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        headers[name] = value.strip()
+    return headers
+
+
+async def spool_multipart(chunks: AsyncIterator[bytes], boundary: str, directory: Path) -> list[UploadedPart]:
+    """Write each part of a multipart body to a temp file in `directory`; see the module docstring.
+
+    On any error (malformed body, client gone) every temp file written so far is removed."""
+    if not boundary or len(boundary) > 200:
+        raise MalformedMultipart("the boundary parameter is missing or longer than 200 characters")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    keep = len(delimiter) - 1  # bytes that might begin a delimiter split across chunks
+    spooler = _Spooler(directory)
+    # A leading CRLF lets the first delimiter (at the very start of the body) match like the others.
+    buffer = bytearray(b"\r\n")
+    state = "preamble"
+    try:
+        async for chunk in chunks:
+            buffer += chunk
+            while True:
+                if state == "preamble":
+                    found = buffer.find(delimiter)
+                    if found < 0:
+                        del buffer[: max(0, len(buffer) - keep)]
+                        break
+                    del buffer[: found + len(delimiter)]
+                    state = "after_delimiter"
+                elif state == "after_delimiter":
+                    # "--" closes; else optional transport padding (LWSP) then CRLF
+                    if len(buffer) < 2:
+                        break
+                    if buffer[:2] == b"--":
+                        state = "epilogue"
+                        continue
+                    stripped = buffer.lstrip(b" \t")
+                    if len(stripped) < 2:
+                        if len(buffer) > 1024:
+                            raise MalformedMultipart("too much padding after a delimiter")
+                        break
+                    if stripped[:2] != b"\r\n":
+                        raise MalformedMultipart("a delimiter is not followed by CRLF or '--'")
+                    del buffer[: len(buffer) - len(stripped) + 2]
+                    state = "headers"
+                elif state == "headers":
+                    if buffer[:2] == b"\r\n":  # no header lines at all
+                        del buffer[:2]
+                        await spooler.open({})
+                        state = "body"
+                        continue
+                    end = buffer.find(b"\r\n\r\n")
+                    if end < 0:
+                        if len(buffer) > MAX_HEADER_BYTES:
+                            raise MalformedMultipart(f"part headers longer than {MAX_HEADER_BYTES} bytes")
+                        break
+                    headers = _parse_headers(bytes(buffer[:end]))
+                    del buffer[: end + 4]
+                    await spooler.open(headers)
+                    state = "body"
+                elif state == "body":
+                    found = buffer.find(delimiter)
+                    if found < 0:
+                        if len(buffer) > keep:
+                            await spooler.write(buffer[: len(buffer) - keep])
+                            del buffer[: len(buffer) - keep]
+                        break
+                    await spooler.write(buffer[:found])
+                    await spooler.close()
+                    del buffer[: found + len(delimiter)]
+                    state = "after_delimiter"
+                else:  # epilogue: ignored
+                    buffer.clear()
+                    break
+        if state != "epilogue":
+            raise MalformedMultipart("the body ends before the close delimiter (--boundary--)")
+        if not spooler.parts:
+            raise MalformedMultipart("the body has no parts")
+        return [uploaded for _, uploaded in spooler.parts if uploaded is not None]
+    except BaseException:
+        spooler.discard()
+        raise
+
+
+async def spool_single(chunks: AsyncIterator[bytes], directory: Path, content_type: str) -> UploadedPart:
+    """A single-part body (Content-Type application/dicom) to one temp file."""
+    spooler = _Spooler(directory)
+    try:
+        await spooler.open({"content-type": content_type})
+        async for chunk in chunks:
+            await spooler.write(chunk)
+        await spooler.close()
+        uploaded = spooler.parts[0][1]
+        assert uploaded is not None
+        return uploaded
+    except BaseException:
+        spooler.discard()
+        raise
+
+
+def remove_files(parts: Iterable[UploadedPart]) -> None:
+    """Delete what is left of spooled parts (those moved into the blob store are gone already)."""
+    for part in parts:
+        with contextlib.suppress(OSError):
+            os.unlink(part.path)
+
+
+def new_boundary() -> str:
+    return uuid.uuid4().hex
+
+
+def multipart_stream(
+    parts: Iterable[tuple[dict[str, str], Iterable[bytes]]], boundary: str
+) -> Iterator[bytes]:
+    """A multipart/related body: for each (headers, chunks), the delimiter, headers and content."""
+    for headers, chunks in parts:
+        head = f"--{boundary}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        yield head.encode("latin-1")
+        yield from chunks
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("latin-1")
