@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
+from dicomlake.store import Lakehouse
 from dicomlake.web.auth import TokenError, TokenStore
 from tests.conftest import free_ports
 from tests.search.conftest import INSTANCES, SERIES, STUDY, sop_uid, write_instance
@@ -129,8 +131,6 @@ def test_revoked_and_expired_tokens_are_refused(two_tenants):
 
 
 def test_token_store_keeps_only_hashes_and_refuses_bad_requests(tmp_path):
-    from dicomlake.store import Lakehouse
-
     lakehouse = Lakehouse(tmp_path / "lake")
     store = TokenStore(lakehouse)
     token, record = store.create("ci", ["a", "b"], ["read", "write"])
@@ -151,39 +151,58 @@ def test_token_store_keeps_only_hashes_and_refuses_bad_requests(tmp_path):
     assert [r.name for r in store.list()] == ["ci"]
 
 
-def _cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dicomlake", *args, "--root", str(root)],
-                          capture_output=True, text=True, timeout=60)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_tokens_cli_create_list_revoke(tmp_path):
+def _cli(capsys, *args: str, root: Path) -> Ran:
+    """The command line, in this process (main() as the `dicomlake` script runs it)."""
+    from dicomlake.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([*args, "--root", str(root)])
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return Ran(code, out.out, out.err)
+
+
+def test_tokens_cli_create_list_revoke(tmp_path, capsys):
     root = tmp_path / "lake"
-    created = _cli("tokens", "create", "--name", "viewer", "--tenant", "a", "--tenant", "b",
+    created = _cli(capsys, "tokens", "create", "--name", "viewer", "--tenant", "a", "--tenant", "b",
                    "--permission", "read", "--expires-in-days", "30", "--json", root=root)
     assert created.returncode == 0, created.stderr
     payload = json.loads(created.stdout)
     assert payload["token"].startswith("dlk_") and payload["tenants"] == ["a", "b"]
-    listed = _cli("tokens", "list", "--json", root=root)
+    listed = _cli(capsys, "tokens", "list", "--json", root=root)
     assert payload["token"] not in listed.stdout
     assert [t["name"] for t in json.loads(listed.stdout)] == ["viewer"]
     assert json.loads(listed.stdout)[0]["expires_at"] is not None
-    both = _cli("tokens", "create", "--name", "x", "--tenant", "a", "--all-tenants", "--permission", "read",
-                root=root)
+    both = _cli(capsys, "tokens", "create", "--name", "x", "--tenant", "a", "--all-tenants",
+                "--permission", "read", root=root)
     assert both.returncode == 2 and "--all-tenants" in both.stderr
-    assert _cli("tokens", "revoke", "viewer", root=root).returncode == 0
-    assert _cli("tokens", "revoke", "viewer", root=root).returncode == 1
-    assert json.loads(_cli("tokens", "list", "--json", root=root).stdout) == []
+    human = _cli(capsys, "tokens", "create", "--name", "ops", "--all-tenants", "--permission", "admin",
+                 root=root)
+    assert human.stdout.startswith("dlk_") and "shown once" in human.stdout
+    assert _cli(capsys, "tokens", "revoke", "viewer", root=root).returncode == 0
+    assert _cli(capsys, "tokens", "revoke", "viewer", root=root).returncode == 1
+    remaining = json.loads(_cli(capsys, "tokens", "list", "--json", root=root).stdout)
+    assert [t["name"] for t in remaining] == ["ops"]
 
 
-def test_serve_refuses_no_auth_off_loopback(tmp_path):
-    refused = _cli("serve", "--host", "0.0.0.0", "--no-auth", root=tmp_path / "lake")
+def test_serve_refuses_no_auth_off_loopback(tmp_path, capsys):
+    refused = _cli(capsys, "serve", "--host", "0.0.0.0", "--no-auth", root=tmp_path / "lake")
     assert refused.returncode == 2 and "refused" in refused.stderr
+    assert _cli(capsys, "serve", "--host", "10.1.2.3", "--no-auth", root=tmp_path / "lake").returncode == 2
 
 
 def test_dicomlake_serve_runs_with_auth_and_logs_json_lines(tmp_path):
     root = tmp_path / "lake"
-    token = json.loads(_cli("tokens", "create", "--name", "svc", "--all-tenants", "--permission", "read",
-                            "--json", root=root).stdout)["token"]
+    token, _ = TokenStore(Lakehouse(root)).create("svc", ["*"], ["read"])
     (port,) = free_ports(1)
     process = subprocess.Popen([sys.executable, "-m", "dicomlake", "serve", "--root", str(root), "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
