@@ -71,4 +71,3 @@ def dicomweb_base(request: Request) -> str:
     app_root = scope.get("app_root_path", scope.get("root_path", ""))
     mounted = scope.get("root_path", "")[len(app_root):]
     return str(request.base_url).rstrip("/") + mounted
-
