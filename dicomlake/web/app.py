@@ -31,8 +31,9 @@ from dicomlake.web.auth import AuthConfig, AuthMiddleware
 from dicomlake.web.middleware import RequestContextMiddleware, json_gzip
 from dicomlake.web.responses import error_response
 
-# One entry per feature module (each has ROUTES, relative to the DICOMweb base).
-# STOW-RS and WADO-RS: add `stow` and `wado` here (and to the import above) when they land.
+# One entry per feature module (each has ROUTES, relative to the DICOMweb base); a new feature is
+# one import and one entry here. Routes of the same path and other methods coexist (GET QIDO and
+# POST STOW on /studies; GET WADO and DELETE on /studies/{study}).
 FEATURES = [qido, changefeed, tags, stow, wado]
 
 ENV_NO_AUTH = "DICOMLAKE_WEB_NO_AUTH"  # set by `dicomlake serve --no-auth` for its workers
