@@ -312,7 +312,9 @@ class SearchIndex:
                 if expr is None:
                     continue
                 if attribute.match == "uid" and attribute.column in result.columns:
-                    by_level[level].append(expr)  # a UID is the same on every row below: match it here
+                    # A UID is the same on every row below: match it here, and first (it narrows
+                    # the frame to a few rows, so the other filters then cost nothing).
+                    by_level[level].insert(0, expr)
                 else:
                     by_level[attribute.level].append(expr)
                 continue
@@ -340,7 +342,9 @@ class SearchIndex:
     ) -> pl.DataFrame:
         for uids in uid_sets:
             frame = frame.filter(pl.col(_UID_COLUMNS[level]).is_in(uids.implode()))
-        return frame.filter(*exprs) if exprs else frame
+        if exprs:
+            frame = frame.filter(exprs[0])
+        return frame.filter(*exprs[1:]) if len(exprs) > 1 else frame
 
     # -- DICOM JSON ------------------------------------------------------------------------------
     def _render(self, query: Query, page: pl.DataFrame) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
 import fsspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -128,15 +129,19 @@ class TableSnapshot:
             located = {p.removeprefix("file://") if "://" in p else os.path.join(base, p): p for p in paths}
             frame = (
                 pl.scan_parquet(list(located), glob=False, hive_partitioning=False,
-                                extra_columns="ignore", missing_columns="insert",
-                                include_file_paths="_path")
-                .select(*self.columns, "_path")
+                                extra_columns="ignore", missing_columns="insert")
+                .select(self.columns)
                 .collect()
+                .rechunk()
             )
-            ids = {full: self._ids[path] for full, path in located.items()}
-            frame = frame.with_columns(
-                pl.col("_path").replace_strict(ids, return_dtype=pl.Int32).alias(FILE_COLUMN)
-            ).drop("_path")
+            # Rows come in the order of the files given, each file's as many as the log counts.
+            counts = [self.log.files[p].num_records for p in paths]
+            if frame.height != sum(counts):
+                raise ValueError(
+                    f"{self._root}: its data files hold {frame.height} rows, its log says {sum(counts)}"
+                )
+            ids = np.repeat(np.array([self._ids[p] for p in paths], dtype=np.int32), counts)
+            frame = frame.with_columns(pl.Series(FILE_COLUMN, ids, dtype=pl.Int32))
             frame = frame.cast(dict(zip(self.columns, self._polars_types(), strict=True)))
         else:
             tables = list(_DECODERS.map(self._read_remote, paths))
@@ -144,7 +149,9 @@ class TableSnapshot:
                 _frame(t.cast(self._schema)).with_columns(pl.lit(self._ids[p], pl.Int32).alias(FILE_COLUMN))
                 for p, t in zip(paths, tables, strict=True)
             ])
-        return frame
+        # One chunk per column: a read of many files gives one chunk per file, and every filter over
+        # thousands of chunks pays for each of them.
+        return frame.rechunk()
 
     def _polars_types(self) -> list[pl.DataType]:
         empty = _frame(self._schema.empty_table())
