@@ -24,7 +24,6 @@ them) are never opened for that. A block keeps its states until the set of super
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from dicomlake.store.committer import latest_seq
+from dicomlake.store.committer import CHANGES_APP
+from dicomlake.store.log import LogFollower
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 # A sequential reader will want the next files too: decoding them together amortises the per-file
@@ -142,6 +142,7 @@ class FeedFiles:
         self.filesystem = filesystem
         self.cache_bytes = cache_bytes
         self._version = -1
+        self.log = LogFollower(table, filesystem, stats_columns=("seq", "previous_seq"), apps=(CHANGES_APP,))
         self.latest_seq = 0  # the feed's last seq at the version we hold
         self._files: list[_DataFile] = []
         self._superseding: list[_DataFile] = []
@@ -156,42 +157,25 @@ class FeedFiles:
         self._root = table.table_uri.rstrip("/")
         self._local = self._root.startswith("file://")
 
-    def _moved(self) -> bool:
-        """Whether the table may have a newer version than the one we hold."""
-        if self._version < 0 or not self._local:
-            return True
-        # Every commit is a new log file named by its version: one stat answers it locally.
-        return os.path.exists(f"{self._log}/{self._version + 1:020d}.json")
-
     def refresh(self) -> None:
-        if not self._moved():
+        """Catch up with the table: one log entry read per new commit (store.log.LogFollower)."""
+        if not self.log.refresh() and self._version >= 0:
             return
-        self.table.update_incremental()
-        version = self.table.version()
-        if version == self._version:
-            return
-        actions = pa.table(self.table.get_add_actions(flatten=True))
-        # Only the statistics used here: turning every column's into Python objects costs a seek
-        # most of its time on a log of a thousand files.
-        wanted = ["path", "num_records", "min.seq", "max.seq", "null_count.previous_seq"]
-        wanted += ["min.previous_seq", "max.previous_seq"]
-        absent = [None] * actions.num_rows
-        stats = {n: actions.column(n).to_pylist() if n in actions.column_names else absent for n in wanted}
         files = []
-        for path, records, low, high, nulls, min_previous, max_previous in zip(
-            *stats.values(), strict=True
-        ):
-            if records == 0 or low is None:
+        for data_file in self.log.files.values():
+            low, high = data_file.min.get("seq"), data_file.max.get("seq")
+            if data_file.num_records == 0 or low is None or high is None:
                 continue
+            nulls = data_file.null_count.get("previous_seq")
             files.append(
                 _DataFile(
-                    path=path,
-                    min_seq=low,
-                    max_seq=high,
-                    num_records=records,
-                    has_successors=nulls is None or nulls < records,
-                    min_previous=min_previous,
-                    max_previous=max_previous,
+                    path=data_file.path,
+                    min_seq=int(low),
+                    max_seq=int(high),
+                    num_records=data_file.num_records,
+                    has_successors=nulls is None or nulls < data_file.num_records,
+                    min_previous=data_file.min.get("previous_seq"),
+                    max_previous=data_file.max.get("previous_seq"),
                 )
             )
         files.sort(key=lambda f: f.min_seq)
@@ -201,13 +185,9 @@ class FeedFiles:
         self._files = files
         self._superseding = superseding
         self._reach = np.maximum.accumulate(np.array([f.max_seq for f in files], dtype=np.int64))
-        self.latest_seq = latest_seq(self.table)
+        self.latest_seq = self.log.app_versions.get(CHANGES_APP) or 0
         self._forget_removed({f.path for f in files})
-        self._version = version
-
-    @property
-    def _log(self) -> str:
-        return unquote(self._root.removeprefix("file://")) + "/_delta_log"
+        self._version = self.log.version
 
     def _forget_removed(self, paths: set[str]) -> None:
         """Drop what was decoded from files no longer in the table (compacted): serve only live files."""
@@ -235,7 +215,7 @@ class FeedFiles:
             return self._page(lower, upper, columns, schema, forward)
         except FileNotFoundError:
             # Our file list predates a compaction + vacuum: the rows now live in other files.
-            self._version = -1
+            self.log.version = -1  # a full reload of the file list
             self.refresh()
             return self._page(lower, upper, columns, schema, forward)
 
@@ -399,11 +379,11 @@ class FeedFiles:
         return _typed(table, schema)
 
     def _local_path(self, path: str) -> str:
-        uri = path if "://" in path else f"{self._root}/{unquote(path)}"
+        uri = path if "://" in path else f"{unquote(self._root)}/{path}"  # log paths come decoded
         return uri.removeprefix("file://")
 
     def _open(self, path: str) -> pq.ParquetFile:
-        uri = path if "://" in path else f"{self._root}/{unquote(path)}"
+        uri = path if "://" in path else f"{self._root}/{path}"
         if uri.startswith("file://"):
             return pq.ParquetFile(uri.removeprefix("file://"))  # arrow's own local reader
         return pq.ParquetFile(self.filesystem.open(uri, "rb"))
