@@ -7,12 +7,18 @@
 
 Set-up creates .venv, installs uv into it, and installs this project with its locked dependencies
 (requirements.lock). It is skipped when pyproject.toml and the lock file have not changed.
+
+`test` also needs the real DICOMweb peer of the interop tests, Orthanc + its DICOMweb plugin (Debian
+packages orthanc, orthanc-dicomweb): when they are missing and this runs as root with apt-get, it
+installs them (once, quietly, saying so). Without them those tests fail, unless
+DICOMLAKE_SKIP_INTEROP=1 is set to skip them explicitly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,6 +62,37 @@ def setup() -> None:
     STAMP.write_text(fingerprint())
 
 
+INTEROP_PACKAGES = ("orthanc", "orthanc-dicomweb")  # the peer of tests/web/test_orthanc_interop.py
+SKIP_INTEROP = "DICOMLAKE_SKIP_INTEROP"
+
+
+def interop_peers_installed() -> bool:
+    if shutil.which("dpkg-query"):
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Status}\n", *INTEROP_PACKAGES],
+                             capture_output=True, text=True, check=False).stdout.split()
+        return out == ["installed"] * len(INTEROP_PACKAGES)
+    return shutil.which("Orthanc") is not None or Path("/usr/sbin/Orthanc").exists()
+
+
+def install_interop_peers() -> None:
+    """Orthanc + its DICOMweb plugin for the interop tests, from apt, when missing and possible."""
+    if os.environ.get(SKIP_INTEROP) == "1" or interop_peers_installed():
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(f"interop tests need {' and '.join(INTEROP_PACKAGES)} (apt-get install, as root); not root or "
+              f"no apt-get here, so they will fail: install them, or set {SKIP_INTEROP}=1 to skip them",
+              flush=True)
+        return
+    print(f"installing {', '.join(INTEROP_PACKAGES)} for the interop tests (apt-get, once)", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *INTEROP_PACKAGES]
+    print("+", " ".join(install), flush=True)
+    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+        # A fresh container often has no package lists yet.
+        run("apt-get", "update", "-qq", env=env)
+        run(*install, env=env, stdout=subprocess.DEVNULL)
+
+
 def compile_project() -> None:
     """Bytecode for our own (editable) packages; only files changed since the last call compile."""
     import compileall
@@ -74,6 +111,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return subprocess.run([str(BIN / "dicomlake"), "demo", *argv[1:]], cwd=REPO, env=env).returncode
     if command == "test":
+        install_interop_peers()
         lint = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=REPO, env=env).returncode
         if lint:
             return lint

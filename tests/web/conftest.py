@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -116,3 +118,36 @@ def access_log() -> Iterator[AccessLog]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+# -- Orthanc, a real DICOMweb peer (Debian packages orthanc + orthanc-dicomweb) -----------------
+
+SKIP_INTEROP = "DICOMLAKE_SKIP_INTEROP"
+
+
+def require_orthanc() -> None:
+    """Fail (not skip) when Orthanc or its DICOMweb plugin is missing, unless DICOMLAKE_SKIP_INTEROP=1."""
+    from bench.dicomweb import orthanc_missing
+
+    problem = orthanc_missing()
+    if problem is None:
+        return
+    if os.environ.get(SKIP_INTEROP) == "1":
+        pytest.skip(f"{problem}; skipped because {SKIP_INTEROP}=1")
+    pytest.fail(f"{problem}. Set {SKIP_INTEROP}=1 to skip the Orthanc interop tests explicitly.",
+                pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def orthanc_peer(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    """Orthanc (its own config in a temp dir, HTTP on a free port, loopback only, no DICOM port,
+    storage in tmp) with `server` as its DICOMweb remote "dicomlake" (a read+write token of the
+    default tenant). Yields (the running Orthanc, that token's Authorization header value)."""
+    require_orthanc()
+    from bench.dicomweb import start_orthanc
+
+    authorization = f"Bearer {server.token('default', ['read', 'write'])}"
+    remote = {"Url": server.url("/dicomweb/"), "HttpHeaders": {"Authorization": authorization}}
+    servers = {"dicomlake": remote}
+    with start_orthanc(tmp_path_factory.mktemp("orthanc"), servers) as orthanc:
+        yield orthanc, authorization

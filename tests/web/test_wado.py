@@ -276,3 +276,41 @@ def test_dicomweb_client_stores_searches_and_retrieves(dicomweb):
     rendered = client.retrieve_instance_rendered(study, dose.SeriesInstanceUID, dose.SOPInstanceUID,
                                                  media_types=("image/png",))
     assert Image.open(io.BytesIO(rendered)).size == (dose.Columns, dose.Rows)
+
+
+def test_dicomweb_client_searches_series_and_instances_at_every_level(dicomweb):
+    """The levels the test above leaves out: /series and /instances at the top, series-level
+    /instances, with filters, limit/offset and includefield; and retrieving a series and its metadata."""
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=dicomweb.base, headers=dicomweb.headers)
+    study, series = uid(), uid()
+    patient = f"DWC-{uid()[-8:]}"
+    datasets = [read(instance(study, series, patient_id=patient)) for _ in range(3)]
+    other = read(instance(study, patient_id=patient))  # a second series of the study
+    client.store_instances([*datasets, other])
+
+    found = client.search_for_series(search_filters={"PatientID": patient})
+    assert {s["0020000E"]["Value"][0] for s in found} == {series, other.SeriesInstanceUID}
+    one = client.search_for_series(search_filters={"SeriesInstanceUID": series, "PatientID": patient},
+                                   fields=["SeriesDescription"])
+    assert [s["0020000E"]["Value"][0] for s in one] == [series]
+    assert one[0]["00201209"]["Value"] == [3]  # NumberOfSeriesRelatedInstances
+
+    everywhere = client.search_for_instances(search_filters={"PatientID": patient})
+    assert {i["00080018"]["Value"][0] for i in everywhere} == {d.SOPInstanceUID for d in [*datasets, other]}
+    in_series = client.search_for_instances(study, series)
+    assert {i["00080018"]["Value"][0] for i in in_series} == {d.SOPInstanceUID for d in datasets}
+    page = client.search_for_instances(study, series, limit=2, offset=1)
+    assert len(page) == 2
+    assert {i["00080018"]["Value"][0] for i in page} <= {d.SOPInstanceUID for d in datasets}
+    assert client.search_for_instances(search_filters={"PatientID": "NOBODY-" + patient}) == []
+
+    retrieved = client.retrieve_series(study, series)
+    assert sorted(d.SOPInstanceUID for d in retrieved) == sorted(d.SOPInstanceUID for d in datasets)
+    assert all(np.array_equal(r.pixel_array, d.pixel_array) for r, d in
+               zip(sorted(retrieved, key=lambda d: d.SOPInstanceUID),
+                   sorted(datasets, key=lambda d: d.SOPInstanceUID), strict=True))
+    metadata = client.retrieve_series_metadata(study, series)
+    assert {m["00080018"]["Value"][0] for m in metadata} == {d.SOPInstanceUID for d in datasets}
+    assert {m["00100020"]["Value"][0] for m in metadata} == {patient}
