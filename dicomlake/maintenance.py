@@ -23,6 +23,8 @@ TABLES = (
 # one row group (~tens of ms), never a whole compacted file.
 ROW_GROUP_ROWS = 32_768
 DEFAULT_VACUUM_RETENTION_HOURS = 168  # Delta's own safe default: one week
+# Staged blob files older than this were left by a crash (a live ingest publishes within seconds).
+STAGING_GRACE_S = 24 * 3600
 
 
 @dataclass
@@ -65,4 +67,6 @@ def maintain(
     """Everything the maintenance schedule runs, for one tenant; returns what it did."""
     tables = maintain_tables(tenant, vacuum_retention_hours)
     purge: PurgeSummary = purge_expired_blobs(tenant, blob_retention)
-    return {"tables": [asdict(t) for t in tables], "purge": asdict(purge)}
+    sweep = getattr(tenant.blobs, "sweep_staging", None)  # object stores stage nothing
+    swept = sweep(STAGING_GRACE_S) if sweep else 0
+    return {"tables": [asdict(t) for t in tables], "purge": asdict(purge), "staging_files_removed": swept}

@@ -1,7 +1,8 @@
 """Ingest: many sources -> parallel parse -> batched commits through one committer per tenant.
 
 Order of effects per batch (each step durable before the next):
-  1. workers write blob / quarantine bytes (content-addressed, idempotent);
+  1. workers stage blob / quarantine bytes; the batch's are published at once (made durable, then
+     renamed into place: content-addressed, idempotent);
   2. quarantine rows are appended (deduplicated by bytes + source);
   3. one Delta commit appends the batch's changes with dense seqs;
   4. drop files whose every item is committed get their disposition (keep | delete | move).
@@ -20,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dicomlake.ingest.sources import SourceItem, dispose, expand_sources
-from dicomlake.ingest.worker import ItemResult, TenantSpec, container_state, process_items
+from dicomlake.ingest.worker import ChunkResult, ItemResult, TenantSpec, container_state, process_items
+from dicomlake.store.blobs import Staged
 from dicomlake.store.committer import Committer, record_quarantine, sync_instances
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.tags.indexer import index_after_commit
@@ -117,16 +119,18 @@ class _Run:
 
     def execute(self) -> None:
         batch: list[ItemResult] = []
-        for results in self._results():
-            batch.extend(results)
+        staged: list[Staged] = []
+        for chunk in self._results():
+            batch.extend(chunk.results)
+            staged.append(chunk.staged)
             if len(batch) >= self.options.batch_size:
-                self._commit(batch)
-                batch = []
+                self._commit(batch, staged)
+                batch, staged = [], []
         if batch:
-            self._commit(batch)
+            self._commit(batch, staged)
         sync_instances(self.tenant)
 
-    def _results(self) -> Iterator[list[ItemResult]]:
+    def _results(self) -> Iterator[ChunkResult]:
         chunks = [self.items[i : i + CHUNK] for i in range(0, len(self.items), CHUNK)]
         workers = self.options.workers or os.cpu_count() or 1
         if workers <= 1 or len(self.items) < MIN_ITEMS_FOR_WORKERS:
@@ -135,7 +139,9 @@ class _Run:
             return
         # Spawn, not fork: the parent holds delta-rs (tokio) threads, which fork does not copy safely.
         context = multiprocessing.get_context("spawn")
-        window = workers * 4  # enough chunks in flight that workers never wait on a commit
+        # Enough chunks in flight that workers keep parsing while a whole batch is published and
+        # committed (the main process waits on the disk then).
+        window = max(workers * 4, 2 * self.options.batch_size // CHUNK)
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             pending: list[Future] = []
             next_chunk = 0
@@ -146,7 +152,9 @@ class _Run:
                     next_chunk += 1
                 yield pending.pop(0).result()
 
-    def _commit(self, batch: list[ItemResult]) -> None:
+    def _commit(self, batch: list[ItemResult], staged: list[Staged]) -> None:
+        # Every byte of the batch durable and in place before anything refers to it.
+        self.tenant.blobs.publish(staged)
         summary = self.summary
         quarantine = [r.quarantine for r in batch if r.quarantine]
         record_quarantine(self.tenant, quarantine)

@@ -1,8 +1,9 @@
 """The per-item work, run in worker processes: read, hash, parse, store the bytes.
 
-Bytes are written (blob or quarantine) before the main process commits anything, so a commit never
-points at a blob that is not durable. A crash before the commit leaves an unreferenced blob, which
-a rerun reuses (same content, same key).
+Workers stage the bytes (blob or quarantine) in temp files; the main process publishes a batch's
+blobs (made durable, renamed into place, the renames made durable) before it commits that batch, so
+a commit never points at a blob that is not durable. A crash before the commit leaves staged temp
+files or an unreferenced blob, which a rerun reuses (same content, same key).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from dicomlake.dicom.parse import parse_instance, sha256_hex
 from dicomlake.errors import InvalidInstance
 from dicomlake.ingest.sources import SourceItem, read_item
-from dicomlake.store.blobs import blob_key, quarantine_key
+from dicomlake.store.blobs import Staged, blob_key, quarantine_key
 from dicomlake.store.lakehouse import Lakehouse, TenantStore
 
 
@@ -97,17 +98,16 @@ def prepare(source: str, data: bytes) -> tuple[dict | None, dict | None, str]:
     return version, None, key
 
 
-def process_bytes(store: TenantStore, source: str, data: bytes) -> tuple[dict | None, dict | None]:
-    """Parse and store one object; return (version row, None) or (None, quarantine row)."""
-    version, quarantine, key = prepare(source, data)
-    store.blobs.put(key, data)
-    return version, quarantine
+@dataclass(frozen=True)
+class ChunkResult:
+    results: list[ItemResult]
+    staged: Staged  # the chunk's new blobs: the committer publishes them before its commit
 
 
 def process_items(
     spec: TenantSpec, items: list[SourceItem], source_options: tuple[tuple[str, str], ...] = ()
-) -> list[ItemResult]:
-    """Parse a chunk, then write all its bytes at once: durable before the results go back."""
+) -> ChunkResult:
+    """Parse a chunk and stage its bytes (written, not yet durable: see Committer's caller)."""
     store = _store(spec)
     options = dict(source_options) or None
     results, writes = [], []
@@ -121,5 +121,5 @@ def process_items(
         version, quarantine, key = prepare(item.source, data)
         writes.append((key, data))
         results.append(ItemResult(item, version, quarantine, observed=observed))
-    store.blobs.put_many(writes)  # all at once, on parallel threads: fsyncs share journal commits
-    return results
+    # Durability is the main process's job, once per commit batch: workers never wait on the disk.
+    return ChunkResult(results, store.blobs.stage(writes))

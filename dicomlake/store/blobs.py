@@ -11,9 +11,11 @@ import ctypes.util
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -28,6 +30,13 @@ def quarantine_key(sha256: str) -> str:
     return f"quarantine/{sha256}.bin"
 
 
+@dataclass(frozen=True)
+class Staged:
+    """Blobs written by stage() and not yet published: (key, temp path, size) each. Picklable."""
+
+    files: tuple[tuple[str, str, int], ...] = ()
+
+
 class BlobStore(Protocol):
     """Write-once storage of bytes under tenant-relative keys."""
 
@@ -36,6 +45,12 @@ class BlobStore(Protocol):
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """put() for many blobs; every one is durable when this returns."""
+
+    def stage(self, items: Sequence[tuple[str, bytes]]) -> Staged:
+        """Write new blobs where no reader sees them yet, not yet durable (cheap; e.g. in workers)."""
+
+    def publish(self, staged: Sequence[Staged]) -> None:
+        """Make staged blobs durable and visible at their keys (one sync for many stagings)."""
 
     def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
         """put() for the bytes of a local file, never read into memory; durable when it returns."""
@@ -147,46 +162,52 @@ class LocalBlobStore:
             path.mkdir(parents=True, exist_ok=True)
             self._made.add(path)
 
-    def _stage(self, data: bytes, fsync: bool) -> Path:
+    def _write_temp(self, data: bytes) -> Path:
         self._folder(self._tmp)
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         with open(tmp, "wb") as handle:
             handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
         return tmp
 
     def put(self, key: str, data: bytes) -> bool:
         return self.put_many([(key, data)])[0]
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        # Content-addressed: an existing key already holds these bytes (durably, see above).
-        fresh = {key: data for key, data in items if not self._path(key).exists()}
-        batched = self.durable and _syncfs_worth_it(sum(len(data) for data in fresh.values()))
-        per_file_fsync = self.durable and not batched
-        if per_file_fsync and len(fresh) > 1:
-            paths = _writers().map(lambda data: self._stage(data, True), fresh.values())
-            staged = dict(zip(fresh, paths, strict=True))
-        else:
-            staged = {key: self._stage(data, per_file_fsync) for key, data in fresh.items()}
-        if batched and staged:
-            sync_filesystem(self.base)  # the bytes, before any name points at them
-        for key, tmp in staged.items():
-            path = self._path(key)
-            self._folder(path.parent)
-            os.replace(tmp, path)
-        if batched and staged:
-            sync_filesystem(self.base)  # the renames
-        elif per_file_fsync:
-            for folder in {self._path(key).parent for key in staged}:
-                fsync_path(folder)
-        written: set[str] = set()
+        staged = self.stage(items)
+        self.publish([staged])
+        written = {key for key, _, _ in staged.files}
         result = []
         for key, _ in items:  # a key given twice in one batch is written once
-            result.append(key in staged and key not in written)
-            written.add(key)
+            result.append(key in written)
+            written.discard(key)
         return result
+
+    def stage(self, items: Sequence[tuple[str, bytes]]) -> Staged:
+        # Content-addressed: an existing key already holds these bytes (durably, see publish).
+        fresh = {key: data for key, data in items if not self._path(key).exists()}
+        return Staged(tuple((key, str(self._write_temp(data)), len(data)) for key, data in fresh.items()))
+
+    def publish(self, staged: Sequence[Staged]) -> None:
+        files = [f for batch in staged for f in batch.files]
+        if not files:
+            return
+        batched = self.durable and _syncfs_worth_it(sum(size for _, _, size in files))
+        if self.durable and not batched:
+            list(_writers().map(lambda f: fsync_path(Path(f[1])), files))
+        elif batched:
+            sync_filesystem(self.base)  # the bytes, before any name points at them
+        for key, tmp, _ in files:
+            path = self._path(key)
+            if path.exists():  # staged twice (two chunks with the same bytes): the first one won
+                Path(tmp).unlink(missing_ok=True)
+                continue
+            self._folder(path.parent)
+            os.replace(tmp, path)
+        if batched:
+            sync_filesystem(self.base)  # the renames
+        elif self.durable:
+            for folder in {self._path(key).parent for key, _, _ in files}:
+                fsync_path(folder)
 
     def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
         """Store the file at `path` under `key` unless the key exists; True when this call wrote it.
@@ -240,6 +261,19 @@ class LocalBlobStore:
         self._folder(self._tmp)
         return self._tmp
 
+    def sweep_staging(self, older_than_s: float) -> int:
+        """Remove staged temp files a crashed writer left behind; never ones a live writer may use."""
+        if not self._tmp.exists():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for leftover in self._tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+        return removed
+
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
@@ -274,6 +308,13 @@ class FsspecBlobStore:
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         return [self.put(key, data) for key, data in items]
+
+    def stage(self, items: Sequence[tuple[str, bytes]]) -> Staged:
+        self.put_many(items)  # an object store's PUT is atomic and durable: nothing left to publish
+        return Staged()
+
+    def publish(self, staged: Sequence[Staged]) -> None:
+        return None
 
     def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
         """Upload a local file (s3fs: a multipart upload for large ones, visible only once complete)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,23 @@ def test_dirty_bytes_reads_this_machine() -> None:
     if not Path("/proc/meminfo").exists():
         pytest.skip("no /proc/meminfo")
     assert isinstance(blobs.dirty_bytes(), int)
+
+
+def test_staged_blobs_are_invisible_until_published(store: LocalBlobStore) -> None:
+    key, data = _item(b"staged bytes")
+    first, second = store.stage([(key, data)]), store.stage([(key, data)])  # two chunks, same bytes
+    assert not store.exists(key)  # a reader never sees a blob that is not yet durable
+    store.publish([first, second])
+    assert store.get(key) == data
+    assert list((store.base / ".tmp").iterdir()) == []  # the second copy was dropped, not left
+    assert store.stage([(key, data)]).files == ()  # now it exists: nothing to stage
+
+
+def test_sweep_removes_only_old_leftovers_of_a_crashed_writer(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "tenant")
+    crashed = store.stage([_item(b"left behind")])  # staged, never published: the writer died
+    live = store.stage([_item(b"being written")])
+    old = Path(crashed.files[0][1])
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert store.sweep_staging(older_than_s=3600) == 1
+    assert not old.exists() and Path(live.files[0][1]).exists()
