@@ -152,6 +152,59 @@ TOKENS = pa.schema(
     ]
 )
 
+# DICOMcast output (dicomlake.fhir): the current FHIR resources, one row per resource id, with the
+# resource JSON and flattened columns to join on. `source_seq` is the change-feed seq the version
+# reflects; `content_sha256` hashes the resource without `meta` (an unchanged re-apply is a no-op).
+_FHIR_COMMON: list[pa.Field] = [
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("version_id", pa.int64(), nullable=False),
+    pa.field("last_updated", UTC_TIMESTAMP, nullable=False),
+    pa.field("source_seq", pa.int64(), nullable=False),
+    pa.field("content_sha256", pa.string(), nullable=False),
+    pa.field("resource_json", pa.large_string(), nullable=False),
+]
+FHIR_PATIENT = pa.schema(
+    [
+        *_FHIR_COMMON,
+        pa.field("identifier_system", pa.string()),
+        pa.field("identifier_value", pa.string()),
+        pa.field("family", pa.string()),
+        pa.field("given", pa.string()),
+        pa.field("gender", pa.string()),
+        pa.field("birth_date", pa.date32()),
+    ]
+)
+FHIR_IMAGINGSTUDY = pa.schema(
+    [
+        *_FHIR_COMMON,
+        pa.field("study_instance_uid", pa.string(), nullable=False),
+        pa.field("accession_number", pa.string()),
+        pa.field("subject", pa.string(), nullable=False),  # "Patient/<id>"
+        pa.field("patient_identifier", pa.string()),  # the PatientID
+        pa.field("started", pa.string()),  # FHIR dateTime, as emitted
+        pa.field("modalities", pa.list_(pa.string())),
+        pa.field("number_of_series", pa.int64(), nullable=False),
+        pa.field("number_of_instances", pa.int64(), nullable=False),
+        pa.field("description", pa.string()),
+    ]
+)
+FHIR_ENDPOINT = pa.schema([*_FHIR_COMMON, pa.field("address", pa.string(), nullable=False)])
+# Change-feed entries DICOMcast could not apply: one row per entry (seq), with the reason; replayed
+# entries keep their row with `replayed_at` set.
+FHIR_DEAD_LETTERS = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("study_instance_uid", pa.string(), nullable=False),
+        pa.field("series_instance_uid", pa.string()),
+        pa.field("sop_instance_uid", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("attempts", pa.int64(), nullable=False),
+        pa.field("failed_at", UTC_TIMESTAMP, nullable=False),
+        pa.field("replayed_at", UTC_TIMESTAMP),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "changes": CHANGES,
     "instances": INSTANCES,
@@ -161,4 +214,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "query_tags": QUERY_TAGS,
     "tag_values": TAG_VALUES,
     "tag_errors": TAG_ERRORS,
+    "fhir_patient": FHIR_PATIENT,
+    "fhir_imagingstudy": FHIR_IMAGINGSTUDY,
+    "fhir_endpoint": FHIR_ENDPOINT,
+    "fhir_dead_letters": FHIR_DEAD_LETTERS,
 }
