@@ -488,6 +488,53 @@ def _add_web_parsers(commands: Any) -> None:
 # -- end of the DICOMweb service ------------------------------------------------------------------
 
 
+def cmd_dicomcast(args: argparse.Namespace) -> int:
+    import time
+
+    from dicomlake.fhir.sync import DicomCast, check_imaging_studies
+
+    tenant = _tenant(args)
+    cast = DicomCast(tenant, dicomweb_url=args.dicomweb_url, patient_id_system=args.patient_id_system,
+                     export_dir=args.export_dir)
+    while True:
+        report = cast.replay_dead_letters() if args.replay else cast.sync()
+        payload = {**report.as_json(), "pending_dead_letters": cast.pending_dead_letters()}
+        if args.check:
+            payload["check"] = check_imaging_studies(tenant)
+        human = (
+            f"{'replayed' if args.replay else 'applied'} {report.entries} entries: "
+            f"{report.studies_written} ImagingStudy written, {report.studies_deleted} deleted, "
+            f"{report.dead_lettered} dead-lettered; position {report.position}, lag {report.lag}, "
+            f"{payload['pending_dead_letters']} dead letters pending"
+        )
+        if args.check:
+            human += f"; check {'passed' if payload['check']['passed'] else 'FAILED'}"
+        _print(args, payload, human)
+        if args.once or args.replay:
+            return 1 if args.check and not payload["check"]["passed"] else 0
+        time.sleep(args.interval)
+
+
+def _add_dicomcast_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    cast = commands.add_parser(
+        "dicomcast", parents=[common],
+        help="sync imaging metadata to FHIR (Patient, ImagingStudy, Endpoint) from the change feed",
+    )
+    cast.add_argument("--once", action="store_true", help="catch up once and exit (default: keep polling)")
+    cast.add_argument("--interval", type=float, default=10.0, help="seconds between polls without --once")
+    cast.add_argument("--replay", action="store_true", help="apply the dead letters again, then exit")
+    cast.add_argument("--check", action="store_true",
+                      help="compare ImagingStudy counts with the feed (exit 1 on a mismatch)")
+    cast.add_argument("--dicomweb-url", default=None,
+                      help="DICOMweb server URL for the Endpoint (default $DICOMLAKE_DICOMWEB_URL or "
+                           "http://127.0.0.1:8042); /tenants/<tenant>/dicomweb is appended")
+    cast.add_argument("--patient-id-system", default=None,
+                      help="identifier system of PatientID (default urn:dicomlake:<tenant>:patient-id)")
+    cast.add_argument("--export-dir", default=None,
+                      help="folder of the NDJSON files (default <tenant>/fhir/export)")
+    cast.set_defaults(func=cmd_dicomcast)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -570,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--instances", type=int, default=300)
     demo.set_defaults(func=cmd_demo)
     _add_tags_parser(commands, common)
+    _add_dicomcast_parser(commands, common)
     _add_web_parsers(commands)
     return parser
 

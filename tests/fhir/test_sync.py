@@ -216,3 +216,17 @@ def test_an_unmappable_study_is_dead_lettered_without_holding_others(tenant: Ten
     assert bad_uid not in studies(tenant) and len(studies(tenant)) == 4
     assert cast.replay_dead_letters().dead_lettered == len(letters)  # still unmappable: kept
     assert cast.pending_dead_letters() == len(letters)
+
+
+def test_cli_dicomcast_once_json(tenant: TenantStore, drop: SampleSummary,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomlake.cli import main
+
+    ingest(drop.files, tenant)
+    root = str(Path(tenant.uri).parent.parent)
+    assert main(["dicomcast", "--root", root, "--tenant", "cast", "--once", "--json", "--check"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["entries"], out["position"], out["lag"], out["pending_dead_letters"]) == (12, 12, 0, 0)
+    assert out["check"]["passed"] and out["check"]["studies"] == 5
+    assert main(["dicomcast", "--root", root, "--tenant", "cast", "--once"]) == 0
+    assert "applied 0 entries" in capsys.readouterr().out
