@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets import ALL_ASSETS, ALL_CHECKS
 from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT
+from pipelines.dicomcast import dicomcast_definitions
 from pipelines.jobs import ingest_job, levels_job, observe_change_feed_job
 from pipelines.maintenance import maintenance_job, maintenance_schedule
 from pipelines.sensors import TENANT_TAG, drop_folder_sensor
@@ -79,7 +80,7 @@ def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The project's definitions; `resources` replaces the environment-derived ones (tests)."""
     resources = dict(resources) if resources is not None else resources_for()
     tenant = resources["lakehouse"].tenant
-    return dg.Definitions(
+    return dg.Definitions.merge(dicomcast_definitions(), dg.Definitions(  # + DICOMcast (group fhir)
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job, reindex_query_tags],
@@ -93,7 +94,7 @@ def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
             automation_sensor("feed_observation_sensor", dg.AssetSelection.assets("change_feed"), tenant, 60),
         ],
         resources=resources,
-    )
+    ))
 
 
 __all__ = ["TENANT_TAG", "build_defs", "deployment_name", "resources_for"]
