@@ -11,7 +11,9 @@ Set-up creates .venv, installs uv into it, and installs this project with its lo
 `test` also needs the real DICOMweb peer of the interop tests, Orthanc + its DICOMweb plugin (Debian
 packages orthanc, orthanc-dicomweb): when they are missing and this runs as root with apt-get, it
 installs them (once, quietly, saying so). Without them those tests fail, unless
-DICOMLAKE_SKIP_INTEROP=1 is set to skip them explicitly.
+DICOMLAKE_SKIP_INTEROP=1 is set to skip them explicitly. Likewise the DICOMcast tests push to a real
+FHIR server, Medplum's FHIR router (npm packages in tests/fhir/medplum, installed with `npm ci` when
+missing); without Node/npm they fail unless DICOMLAKE_SKIP_FHIR_SERVER=1.
 """
 
 from __future__ import annotations
@@ -93,6 +95,25 @@ def install_interop_peers() -> None:
         run(*install, env=env, stdout=subprocess.DEVNULL)
 
 
+FHIR_PEER = REPO / "tests" / "fhir" / "medplum"  # Medplum's FHIR router (npm), for tests/fhir
+SKIP_FHIR_SERVER = "DICOMLAKE_SKIP_FHIR_SERVER"
+
+
+def install_fhir_peer() -> None:
+    """The npm packages of the FHIR server the DICOMcast tests push to, when missing (npm ci)."""
+    installed = (FHIR_PEER / "node_modules" / "@medplum" / "fhir-router").is_dir()
+    if os.environ.get(SKIP_FHIR_SERVER) == "1" or installed:
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        print(f"the FHIR server tests need Node.js 20 and npm (not found), so they will fail: install them, "
+              f"or set {SKIP_FHIR_SERVER}=1 to skip them", flush=True)
+        return
+    print(f"installing the Medplum FHIR router for the FHIR server tests (npm ci in {FHIR_PEER}, once)",
+          flush=True)
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=FHIR_PEER, check=True)
+
+
 def compile_project() -> None:
     """Bytecode for our own (editable) packages; only files changed since the last call compile."""
     import compileall
@@ -112,6 +133,7 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(BIN / "dicomlake"), "demo", *argv[1:]], cwd=REPO, env=env).returncode
     if command == "test":
         install_interop_peers()
+        install_fhir_peer()
         lint = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=REPO, env=env).returncode
         if lint:
             return lint

@@ -4,10 +4,13 @@ Thin: the asset runs dicomlake.fhir.sync.DicomCast for the tenant and reports wh
 compares the ImagingStudy table with the change feed at the DICOMcast cursor.
 """
 
+import os
+
 import dagster as dg
 
 from assets.changefeed import change_feed
 from assets.ingest import COMMITTER_POOL
+from dicomlake.fhir.rest import FhirServerTarget
 from dicomlake.fhir.sync import DicomCast, check_imaging_studies
 from resources import LakehouseResource
 
@@ -16,6 +19,7 @@ class DicomCastConfig(dg.Config):
     dicomweb_url: str | None = None  # the Endpoint's DICOMweb server (default $DICOMLAKE_DICOMWEB_URL)
     patient_id_system: str | None = None  # identifier system of PatientID
     replay_dead_letters: bool = False  # also apply the dead letters again after the sync
+    fhir_url: str | None = None  # also push to this FHIR server (default $DICOMLAKE_FHIR_URL)
 
 
 @dg.asset(
@@ -30,7 +34,11 @@ class DicomCastConfig(dg.Config):
 def fhir_resources(context: dg.AssetExecutionContext, config: DicomCastConfig,
                    lakehouse: LakehouseResource) -> dg.MaterializeResult:
     tenant = lakehouse.tenant_store()
-    cast = DicomCast(tenant, dicomweb_url=config.dicomweb_url, patient_id_system=config.patient_id_system)
+    fhir_url = config.fhir_url or os.environ.get("DICOMLAKE_FHIR_URL")
+    # The token is read from the environment at run time: never in config, so never in the UI.
+    server = FhirServerTarget(fhir_url, os.environ.get("DICOMLAKE_FHIR_TOKEN") or None) if fhir_url else None
+    cast = DicomCast(tenant, dicomweb_url=config.dicomweb_url, patient_id_system=config.patient_id_system,
+                     fhir_server=server)
     report = cast.sync()
     replayed = cast.replay_dead_letters().entries if config.replay_dead_letters else 0
     context.log.info(f"{tenant.name}: DICOMcast applied {report.entries} entries, at seq {report.position}")

@@ -491,11 +491,15 @@ def _add_web_parsers(commands: Any) -> None:
 def cmd_dicomcast(args: argparse.Namespace) -> int:
     import time
 
+    from dicomlake.fhir.rest import FhirServerTarget
     from dicomlake.fhir.sync import DicomCast, check_imaging_studies
 
     tenant = _tenant(args)
+    server = None
+    if args.fhir_url:
+        server = FhirServerTarget(args.fhir_url, os.environ.get("DICOMLAKE_FHIR_TOKEN") or None)
     cast = DicomCast(tenant, dicomweb_url=args.dicomweb_url, patient_id_system=args.patient_id_system,
-                     export_dir=args.export_dir)
+                     export_dir=args.export_dir, fhir_server=server)
     while True:
         report = cast.replay_dead_letters() if args.replay else cast.sync()
         payload = {**report.as_json(), "pending_dead_letters": cast.pending_dead_letters()}
@@ -530,6 +534,8 @@ def _add_dicomcast_parser(commands: Any, common: argparse.ArgumentParser) -> Non
                            "http://127.0.0.1:8042); /tenants/<tenant>/dicomweb is appended")
     cast.add_argument("--patient-id-system", default=None,
                       help="identifier system of PatientID (default urn:dicomlake:<tenant>:patient-id)")
+    cast.add_argument("--fhir-url", default=os.environ.get("DICOMLAKE_FHIR_URL"),
+                      help="also push to this FHIR R4 server (bearer token from $DICOMLAKE_FHIR_TOKEN)")
     cast.add_argument("--export-dir", default=None,
                       help="folder of the NDJSON files (default <tenant>/fhir/export)")
     cast.set_defaults(func=cmd_dicomcast)

@@ -223,6 +223,8 @@ def patient(ds: DicomJson, patient_id_system: str) -> dict[str, Any]:
         if issuer and key.system != f"urn:oid:{issuer}":
             identifier["assigner"] = {"display": issuer}
         resource["identifier"] = [identifier]
+    else:  # no PatientID: the resource's own URN, so a FHIR server can still find it by identifier
+        resource["identifier"] = [{"use": "secondary", "system": RFC3986, "value": f"urn:uuid:{key.id}"}]
     pn = text(ds, "00100010")
     if pn and pn.replace("^", "").strip():
         resource["name"] = [human_name(pn)]

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from dicomlake.changefeed import ConsumerCursor
 from dicomlake.fhir import mapping
+from dicomlake.fhir.rest import FhirServerTarget
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 from dicomlake.store.schemas import FHIR_DEAD_LETTERS, SCHEMAS
@@ -241,6 +242,7 @@ class DicomCast:
         max_backoff_seconds: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         before_commit: Callable[[int], None] | None = None,
+        fhir_server: FhirServerTarget | None = None,
     ) -> None:
         self.tenant = tenant
         self.cursor = ConsumerCursor(tenant, consumer)
@@ -248,6 +250,7 @@ class DicomCast:
         base = (dicomweb_url or os.environ.get("DICOMLAKE_DICOMWEB_URL") or DEFAULT_DICOMWEB_URL).rstrip("/")
         self.dicomweb_base = f"{base}/tenants/{tenant.name}/dicomweb"
         self.target = DeltaTarget(tenant, export_dir)
+        self.server = fhir_server  # target (b), optional: mirrors the tables' touched resources
         self.batch_size = batch_size
         self.attempts = max(1, attempts)
         self.backoff = backoff_seconds
@@ -363,8 +366,30 @@ class DicomCast:
             self.target.write("ImagingStudy", studies)  # type: ignore[arg-type]
             self.target.delete("ImagingStudy", gone)
             self.target.export(TABLES)
+            if self.server is not None:
+                self._push(list(patients), results)
         except Exception as exc:
             raise TargetError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _push(self, patient_ids: list[str], results: list[StudyResult]) -> None:
+        """Send the tables' current versions of the touched resources to the FHIR server, and
+        delete there the ImagingStudy of every touched study the tables no longer have."""
+        assert self.server is not None
+        study_ids = [mapping.resource_id("ImagingStudy", r.state.study_uid) for r in results]
+        def load(kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
+            if not (ids := list(ids)):
+                return []
+            rows = scan(self.tenant.table(TABLES[kind]), ["resource_json"],
+                        where=f"id IN ({_sql_list(ids)})", order_by="id")
+            return [json.loads(text) for text in rows.column(0).to_pylist()]
+
+        studies = load("ImagingStudy", study_ids)
+        subjects = {s["subject"]["reference"].removeprefix("Patient/") for s in studies}
+        resources = [self.endpoint, *load("Patient", sorted(set(patient_ids) | subjects)), *studies]
+        present = {r["id"] for r in resources}
+        deleted = [r.state.study_uid for r in results
+                   if mapping.resource_id("ImagingStudy", r.state.study_uid) not in present]
+        self.server.apply(resources, deleted)
 
     def _with_retries(self, action: Callable[[], None]) -> None:
         delay = self.backoff

@@ -75,8 +75,10 @@ def test_patient_without_id_or_demographics() -> None:
     ds = instance("1.2.3.1.1", "1.2.3.1", 1)
     for tag in ("00100010", "00100020", "00100030", "00100040"):
         del ds[tag]
+    own = resource_id("Patient", "study|1.2.3")
     assert patient(ds, SYSTEM) == {
-        "resourceType": "Patient", "id": resource_id("Patient", "study|1.2.3"), "gender": "unknown",
+        "resourceType": "Patient", "id": own, "gender": "unknown",
+        "identifier": [{"use": "secondary", "system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{own}"}],
     }
 
 
