@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from dicomlake.changefeed import ConsumerCursor
-from dicomlake.fhir.mapping import resource_id
+from dicomlake.fhir.mapping import resource_id, validate
 from dicomlake.fhir.sync import DicomCast, check_imaging_studies
 from dicomlake.ingest import ingest
 from dicomlake.lifecycle import delete_instances
@@ -74,6 +74,9 @@ def test_create_update_delete_follow_the_feed(tenant: TenantStore, drop: SampleS
     assert exported == sorted(rows(tenant, "fhir_imagingstudy"))
     assert len(ndjson(tenant, "Patient")) == len({r["patient_id"] for r in instances})
     assert [r["resourceType"] for r in ndjson(tenant, "Endpoint")] == ["Endpoint"]
+    for kind in ("Patient", "ImagingStudy", "Endpoint"):  # every emitted resource validates (R4B)
+        for resource in ndjson(tenant, kind):
+            assert validate(resource) is resource and resource["meta"]["versionId"] == "1"
     # every study references its patient and the endpoint, and is at version 1
     patients = rows(tenant, "fhir_patient")
     for study in got.values():
