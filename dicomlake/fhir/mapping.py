@@ -27,7 +27,6 @@ URN_DICOM_UID = "urn:dicom:uid"
 RFC3986 = "urn:ietf:rfc:3986"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ENDPOINT_CONNECTION = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
-ENDPOINT_PAYLOAD = "http://terminology.hl7.org/CodeSystem/endpoint-payload-type"
 # Namespace of every id this module derives (uuid5 over "<ResourceType>|<key>").
 ID_NAMESPACE = uuid.UUID("6f1c1d6e-2b7a-5b0e-9a53-64c0a3e1d1c7")
 
@@ -250,7 +249,9 @@ def endpoint(base_url: str, tenant: str) -> dict[str, Any]:
             "system": ENDPOINT_CONNECTION, "code": "dicom-wado-rs", "display": "DICOM WADO-RS"
         },
         "name": f"dicomlake DICOMweb ({tenant})",
-        "payloadType": [{"coding": [{"system": ENDPOINT_PAYLOAD, "code": "DICOM", "display": "DICOM"}]}],
+        # Text only: the R4 endpoint-payload-type code system has no code for DICOM, and no code
+        # is better than an invented one.
+        "payloadType": [{"text": "DICOM WADO-RS"}],
         "payloadMimeType": ["application/dicom"],
         "address": base_url,
     }

@@ -152,8 +152,7 @@ def test_endpoint_by_hand() -> None:
         "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
                            "code": "dicom-wado-rs", "display": "DICOM WADO-RS"},
         "name": "dicomlake DICOMweb (t1)",
-        "payloadType": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/endpoint-payload-type",
-                                     "code": "DICOM", "display": "DICOM"}]}],
+        "payloadType": [{"text": "DICOM WADO-RS"}],
         "payloadMimeType": ["application/dicom"],
         "address": base,
     }
