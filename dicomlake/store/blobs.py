@@ -99,8 +99,10 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 _SYNCFS = _load_syncfs()
 # syncfs flushes everything dirty on the file system, not only our batch: when other writers have
-# left more than this waiting, a batch is made durable file by file instead (bounded latency).
-SYNCFS_MAX_FOREIGN_BYTES = 64 * 1024 * 1024
+# left more than this waiting, a batch is made durable file by file instead, so that one sync never
+# waits for more than a few seconds of someone else's writes. Below it, the one-off flush of, say,
+# a drop folder just written is cheaper than an fsync per file (the kernel would flush it anyway).
+SYNCFS_MAX_FOREIGN_BYTES = 512 * 1024 * 1024
 
 
 def dirty_bytes() -> int | None:
