@@ -34,7 +34,7 @@ from dicomlake.search.attributes import (
     resolve_tag,
 )
 from dicomlake.search.matching import match_expr
-from dicomlake.search.snapshot import TableSnapshot, has_newer_version
+from dicomlake.search.snapshot import TableSnapshot
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.levels import (
     PATIENT_COLUMNS,
@@ -138,9 +138,6 @@ class SearchIndex:
         self._studies: pl.DataFrame | None = None
         self._series: pl.DataFrame | None = None
         self._filesystem = filesystem
-        self._tag_catalog = None  # the query_tags table, opened on first use
-        self._tag_catalog_version = -1
-        self._tags: dict[str, Any] = {}
         self._tag_values: TableSnapshot | None = None
         self._tag_cache: dict[str, tuple[tuple[str, int, int], pl.DataFrame]] = {}
         self._lock = threading.Lock()
@@ -214,7 +211,8 @@ class SearchIndex:
             tag, keyword = resolve_tag(name)
             attribute = (BY_KEYWORD.get(keyword) if keyword else None) or BY_TAG.get(tag)
             if attribute is None:
-                attribute = self._extended_tags().get(keyword or "") or self._extended_tags().get(tag)
+                extended = self._extended_tags()
+                attribute = extended.get(keyword or "") or extended.get(tag)
             included.append((tag, attribute))
         return Query(target, matches, included, include_all, fuzzy, limit, offset)
 
@@ -236,16 +234,10 @@ class SearchIndex:
         return attribute
 
     def _extended_tags(self) -> dict[str, Any]:
-        """Ready and enabled extended query tags by keyword and tag, re-read when the catalog moves."""
-        if self._tag_catalog is None:
-            self._tag_catalog = self.tenant.table("query_tags")
-        if has_newer_version(self._tag_catalog, self._tag_catalog_version):
-            from dicomlake.tags import queryable_tags
+        """Ready and enabled extended query tags by every accepted spelling (cached by the catalog)."""
+        from dicomlake.tags import queryable_tags
 
-            self._tag_catalog.update_incremental()
-            self._tags = queryable_tags(self.tenant)
-            self._tag_catalog_version = self._tag_catalog.version()
-        return self._tags
+        return queryable_tags(self.tenant)
 
     # -- data ------------------------------------------------------------------------------------
     def _refresh(self) -> None:

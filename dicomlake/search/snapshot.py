@@ -33,15 +33,6 @@ FILE_COLUMN = "_file"
 _DECODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dicomlake-snapshot")
 
 
-def has_newer_version(table: DeltaTable, version: int) -> bool:
-    """Whether `table` may have a version after `version` (one stat locally; always True remotely)."""
-    root = table.table_uri.rstrip("/")
-    if version < 0 or not root.startswith("file://"):
-        return True
-    log = unquote(root.removeprefix("file://")) + "/_delta_log"
-    return os.path.exists(f"{log}/{version + 1:020d}.json")
-
-
 class TableSnapshot:
     """`columns` of every current row of one Delta table as a polars DataFrame (`frame`)."""
 

@@ -21,6 +21,15 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 
+def has_newer_version(table: DeltaTable, version: int) -> bool:
+    """Whether `table` may have a version after `version` (one stat locally; always True remotely)."""
+    root = table.table_uri.rstrip("/")
+    if version < 0 or not root.startswith("file://"):
+        return True
+    log = unquote(root.removeprefix("file://")) + "/_delta_log"
+    return os.path.exists(f"{log}/{version + 1:020d}.json")
+
+
 @dataclass(frozen=True)
 class DataFile:
     path: str  # relative to the table (or absolute), percent-decoded

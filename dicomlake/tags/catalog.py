@@ -24,6 +24,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from dicomlake.errors import DicomlakeError, QueryTagNotFound
+from dicomlake.store.log import has_newer_version
 from dicomlake.store.read import scan
 from dicomlake.store.schemas import QUERY_TAGS
 from dicomlake.tags.model import QueryTag
@@ -63,7 +64,7 @@ def _rows(table: DeltaTable) -> dict[str, QueryTag]:
 
 
 class _Cache:
-    """The catalog per table URI, re-read only when the table's version moved (one log check)."""
+    """The catalog per table URI, re-read only when the table's version moved (one stat locally)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -75,6 +76,8 @@ class _Cache:
             entry = self.entries.get(uri)
             if entry is not None:
                 table, version, tags = entry
+                if not has_newer_version(table, version):
+                    return tags
                 table.update_incremental()
                 if table.version() == version:
                     return tags
