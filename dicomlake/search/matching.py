@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 import polars as pl
 
@@ -71,13 +72,18 @@ def _date_expr(parameter: str, column: pl.Expr, value: str) -> pl.Expr:
     low, high = _range(parameter, value)
     low_date = _parse_date(parameter, low) if low else None
     high_date = _parse_date(parameter, high) if high else None
-    if low_date and high_date and low_date > high_date:
+    return _between(parameter, value, column, low_date, high_date)
+
+
+def _between(parameter: str, value: str, column: pl.Expr, low: Any, high: Any) -> pl.Expr:
+    """low <= column <= high, either bound optional (None); a range that ends before it starts is bad."""
+    if low is not None and high is not None and low > high:
         raise InvalidQuery(parameter, f"the range {value!r} ends before it starts")
     expr = pl.lit(True)
-    if low_date:
-        expr = expr & (column >= low_date)
-    if high_date:
-        expr = expr & (column <= high_date)
+    if low is not None:
+        expr = expr & (column >= low)
+    if high is not None:
+        expr = expr & (column <= high)
     return expr
 
 
@@ -110,14 +116,7 @@ def _time_expr(parameter: str, column: pl.Expr, value: str) -> pl.Expr:
     low_text, high_text = _range(parameter, value)
     low = _time_bound(parameter, low_text, False) if low_text else None
     high = _time_bound(parameter, high_text, True) if high_text else None
-    if low and high and low > high:
-        raise InvalidQuery(parameter, f"the range {value!r} ends before it starts")
-    expr = pl.lit(True)
-    if low:
-        expr = expr & (stored >= low)
-    if high:
-        expr = expr & (stored <= high)
-    return expr
+    return _between(parameter, value, stored, low, high)
 
 
 def _text_expr(column: pl.Expr, values: list[str]) -> pl.Expr:
