@@ -78,10 +78,6 @@ WADO = [f"/studies/{STUDY['B']}", f"/studies/{STUDY['B']}/metadata",
 
 @pytest.mark.parametrize("path", WADO)
 def test_wado_paths_are_refused_across_tenants(two_tenants, path):
-    from dicomlake.web.app import FEATURES
-
-    if not any(feature.__name__ == "dicomlake.web.wado" for feature in FEATURES):
-        pytest.skip("WADO-RS routes are not mounted yet (dicomlake.web.wado in app.FEATURES)")
     server = two_tenants
     reader_of_a = server.auth("a", ["read"])
     assert requests.get(server.url(f"/tenants/a/dicomweb{path}"), headers=reader_of_a).status_code == 200
