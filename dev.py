@@ -8,9 +8,9 @@
 Set-up creates .venv, installs uv into it, and installs this project with its locked dependencies
 (requirements.lock). It is skipped when pyproject.toml and the lock file have not changed.
 
-`test` also needs the real DICOMweb peer of the interop tests, Orthanc + its DICOMweb plugin (Debian
-packages orthanc, orthanc-dicomweb): when they are missing and this runs as root with apt-get, it
-installs them (once, quietly, saying so). Without them those tests fail, unless
+`test` also needs the real peers of the interop tests, Orthanc + its DICOMweb plugin and dicom3tools
+(Debian packages orthanc, orthanc-dicomweb, dicom3tools): when they are missing and this runs as
+root with apt-get, it installs them (once, quietly, saying so). Without them those tests fail, unless
 DICOMLAKE_SKIP_INTEROP=1 is set to skip them explicitly. Likewise the DICOMcast tests push to a real
 FHIR server, Medplum's FHIR router (npm packages in tests/fhir/medplum, installed with `npm ci` when
 missing); without Node/npm they fail unless DICOMLAKE_SKIP_FHIR_SERVER=1.
@@ -64,7 +64,9 @@ def setup() -> None:
     STAMP.write_text(fingerprint())
 
 
-INTEROP_PACKAGES = ("orthanc", "orthanc-dicomweb")  # the peer of tests/web/test_orthanc_interop.py
+# Real peers of the tests: Orthanc + DICOMweb (tests/web/test_orthanc_interop.py) and dicom3tools'
+# dciodvfy, the IOD validator exported DICOM files are checked with (tests/export).
+INTEROP_PACKAGES = ("orthanc", "orthanc-dicomweb", "dicom3tools")
 SKIP_INTEROP = "DICOMLAKE_SKIP_INTEROP"
 
 
