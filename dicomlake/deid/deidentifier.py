@@ -160,7 +160,7 @@ class Deidentifier:
 
         pseudonym = self.pseudonym(patient_id)
         out.PatientID = pseudonym
-        out.PatientName = pseudonym
+        out.PatientName = f"{pseudonym}^"  # family name = pseudonym; the caret keeps the PN form current
         out.PatientIdentityRemoved = "YES"
         methods = self._methods()
         out.DeidentificationMethod = [_METHOD_TEXT[m] for m in methods]

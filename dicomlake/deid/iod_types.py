@@ -17,6 +17,7 @@ __all__ = ["IodContext", "attribute_type"]
 
 _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."  # Structured Report storage SOP classes
 _RT_PREFIX = "1.2.840.10008.5.1.4.1.1.481."  # Radiotherapy storage SOP classes
+_WAVEFORM_PREFIX = "1.2.840.10008.5.1.4.1.1.9."  # Waveform storage SOP classes (ECG, audio, ...)
 
 # keyword -> Type in the modules where the attribute normally occurs.
 _DEFAULT_TYPES: dict[str, int] = {
@@ -45,8 +46,11 @@ _DEFAULT_TYPES: dict[str, int] = {
     "EndAcquisitionDateTime": 3,
     "ReferencedStudySequence": 3,
     "ReferencedPerformedProcedureStepSequence": 3,
-    "ReferencedImageSequence": 3,
-    "SourceImageSequence": 3,
+    # 3 in General Image, but 1C/2 in the IODs and functional group macros that derive from or
+    # reference other images: kept with every UID replaced (X/Z/U*'s U), which keeps no identity
+    # and keeps the instance's references consistent (dciodvfy cross-checks them).
+    "ReferencedImageSequence": 1,
+    "SourceImageSequence": 1,
     "PatientID": 2,
     "PatientSexNeutered": 2,  # 2C: required for animals
     "ContrastBolusAgent": 2,
@@ -73,11 +77,21 @@ _ENHANCED_TYPES: dict[str, int] = {
     "ContentTime": 1,
     "AcquisitionDateTime": 1,
     "DeviceSerialNumber": 1,
-    "SourceImageSequence": 3,
 }
 
-# SR Document General module.
-_SR_TYPES: dict[str, int] = {"ContentDate": 1, "ContentTime": 1, "ObservationDateTime": 1}
+# SR Document General and SR Document Series modules.
+_SR_TYPES: dict[str, int] = {
+    "ContentDate": 1,
+    "ContentTime": 1,
+    "ObservationDateTime": 1,
+    "ReferencedPerformedProcedureStepSequence": 2,
+}
+
+# Waveform Identification module.
+_WAVEFORM_TYPES: dict[str, int] = {"ContentDate": 1, "ContentTime": 1, "AcquisitionDateTime": 1}
+
+# RT Series module.
+_RT_TYPES: dict[str, int] = {"OperatorsName": 2}
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,10 @@ class IodContext:
         return self.sop_class_uid.startswith(_SR_PREFIX)
 
     @property
+    def waveform(self) -> bool:
+        return self.sop_class_uid.startswith(_WAVEFORM_PREFIX)
+
+    @property
     def radiotherapy(self) -> bool:
         return self.sop_class_uid.startswith(_RT_PREFIX)
 
@@ -110,6 +128,10 @@ def attribute_type(keyword: str, context: IodContext, nested: bool) -> int:
     if not nested:
         if context.structured_report and keyword in _SR_TYPES:
             return _SR_TYPES[keyword]
+        if context.waveform and keyword in _WAVEFORM_TYPES:
+            return _WAVEFORM_TYPES[keyword]
+        if context.radiotherapy and keyword in _RT_TYPES:
+            return _RT_TYPES[keyword]
         if context.enhanced and keyword in _ENHANCED_TYPES:
             return _ENHANCED_TYPES[keyword]
     return _DEFAULT_TYPES.get(keyword, 1)

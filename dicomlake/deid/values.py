@@ -29,7 +29,7 @@ _DUMMIES: dict[str, object] = {
     "TM": "000000",
     "LO": DUMMY_TEXT,
     "LT": DUMMY_TEXT,
-    "PN": DUMMY_TEXT,
+    "PN": f"{DUMMY_TEXT}^",
     "SH": DUMMY_TEXT,
     "ST": DUMMY_TEXT,
     "UC": DUMMY_TEXT,
