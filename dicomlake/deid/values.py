@@ -58,6 +58,7 @@ _DUMMIES: dict[str, object] = {
 
 def dummy_value(vr: str) -> object:
     """A non-empty value valid for `vr` that says nothing about anyone (UI and SQ are handled apart)."""
+    vr = vr.split(" or ")[0]  # an ambiguous VR ("US or SS", "OB or OW"): either fits the dummy
     return _DUMMIES.get(vr, _DUMMIES["UN"] if vr.startswith("O") else DUMMY_TEXT)
 
 

@@ -147,13 +147,13 @@ def source_dataset(row: profile.ProfileRow, index: int, text: str | None = None)
     return ds, tag, vr
 
 
-def expected_action(row: profile.ProfileRow, mode: str, vr: str, keyword: str) -> str:
+def expected_action(row: profile.ProfileRow, mode: str, vr: str, keyword: str, nested: bool = False) -> str:
     code = row.options.get(mode, "") if mode != "basic" else ""
     if code not in ("K", "C"):
         code = row.basic
     if "/" in code:
         context = IodContext(sop_class_uid=CTImageStorage, enhanced=False)
-        code = COMBINED[(code, attribute_type(keyword, context, nested=False))]
+        code = COMBINED[(code, attribute_type(keyword, context, nested=nested))]
     return code
 
 
@@ -272,3 +272,32 @@ def test_every_row_under_every_option(index: int) -> None:
             continue
         out = deid.deidentify(src)
         check(action, src, out, tag, vr, deid, mode)
+
+
+NESTED_SKIPPED = {0x00020003, 0x00080018, 0x00100010, 0x00100020}  # top-level by nature
+NESTED_ROWS = [
+    i for i, row in enumerate(ROWS) if row.tag_value is not None and row.tag_value not in NESTED_SKIPPED
+]
+
+
+@pytest.mark.parametrize("index", NESTED_ROWS, ids=[ROWS[i].tag for i in NESTED_ROWS])
+def test_every_row_inside_a_sequence(index: int) -> None:
+    """The same actions hold for the attribute inside an item of a sequence the table does not list."""
+    row = ROWS[index]
+    for mode in ("basic", "retain_long_modified_dates"):
+        deid = Deidentifier(DeidOptions(project_key=KEY, **MODES[mode]))
+        carrier, tag, vr = source_dataset(row, index)
+        item = Dataset()
+        item.add(carrier[tag])
+        src = Dataset()
+        src.SOPClassUID = CTImageStorage
+        src.SOPInstanceUID = SOURCE_SOP
+        src.PatientID = PATIENT
+        src.ProcedureCodeSequence = Sequence([item])
+        out = deid.deidentify(src)
+        assert len(out.ProcedureCodeSequence) == 1
+        keyword = keyword_for_tag(tag) or ""
+        action = expected_action(row, mode, vr, keyword, nested=True)
+        if action == "C" and vr not in ("SQ", "DA", "DT", "TM") and tag != 0x00080201:
+            action = expected_action(row, "basic", vr, keyword, nested=True)
+        check(action, item, out.ProcedureCodeSequence[0], tag, vr, deid, mode)

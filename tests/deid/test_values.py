@@ -59,6 +59,10 @@ def test_dummies_are_valid_and_not_empty(vr: str) -> None:
     validate_value(vr, value, config.RAISE)
 
 
+def test_dummies_for_ambiguous_vrs() -> None:
+    assert dummy_value("US or SS") == 0 and dummy_value("OB or OW") == b"\x00\x00"
+
+
 def test_structured_report_content_keeps_structure_not_text() -> None:
     source = pydicom.dcmread(TEST_FILES / "test-SR.dcm")
     out = Deidentifier(DeidOptions(project_key="structured-report-key")).deidentify(source)
