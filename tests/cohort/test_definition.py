@@ -93,7 +93,7 @@ def test_yaml_and_json_files(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps(FULL))
     assert load_definition(tmp_path / "b.json") == parse_definition(FULL)
     (tmp_path / "c.yaml").write_text("patients: [unclosed\n")
-    with pytest.raises(CohortDefinitionError, match="c.yaml: not valid yaml"):
+    with pytest.raises(CohortDefinitionError, match=r"c\.yaml: not valid yaml"):
         load_definition(tmp_path / "c.yaml")
 
 
