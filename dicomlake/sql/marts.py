@@ -32,9 +32,19 @@ def dbt_vars(tenant: TenantStore) -> dict[str, str]:
 def dbt_args(command: str, tenant: TenantStore) -> list[str]:
     # Compiled SQL, run results and logs go below the tenant too: tenants never share dbt's files.
     work = marts_path(tenant).parent
-    return [command, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
-            "--vars", json.dumps(dbt_vars(tenant)), "--target-path", str(work / "target"),
-            "--log-path", str(work / "logs")]
+    return [
+        command,
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--vars",
+        json.dumps(dbt_vars(tenant)),
+        "--target-path",
+        str(work / "target"),
+        "--log-path",
+        str(work / "logs"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -49,15 +59,36 @@ class MartsBuild:
 
 
 def build_marts(tenant: TenantStore) -> MartsBuild:
-    """`dbt build` (models, then their tests) for this tenant, in this process."""
-    from dbt.cli.main import dbtRunner
+    """`dbt build` (models, then their tests) for this tenant, in a child process: dbt-duckdb keeps
+    its database open for the life of the process, and the caller may want to read the file."""
+    import subprocess
+    import sys
 
-    result = dbtRunner().invoke([*dbt_args("build", tenant), "--quiet"])
+    dbt = Path(sys.executable).parent / "dbt"
+    args = dbt_args("build", tenant)
+    run_results = marts_path(tenant).parent / "target" / "run_results.json"
+    run_results.unlink(missing_ok=True)  # never report an earlier build's results
+    done = subprocess.run([str(dbt), *args, "--quiet"], capture_output=True, text=True)
     rows = []
-    executed = result.result if result.result is not None and hasattr(result.result, "__iter__") else []
-    for r in executed:
-        rows.append({"name": r.node.name, "type": r.node.resource_type.value, "status": str(r.status),
-                     "message": r.message})
-    if result.exception is not None:
-        rows.append({"name": "dbt", "type": "error", "status": "error", "message": str(result.exception)})
-    return MartsBuild(success=bool(result.success), path=str(marts_path(tenant)), results=rows)
+    if done.returncode in (0, 1) and run_results.exists():
+        for r in json.loads(run_results.read_text())["results"]:
+            rows.append(
+                {
+                    "name": r["unique_id"].split(".")[2]
+                    if r["unique_id"].startswith("model.")
+                    else r["unique_id"].split(".", 2)[2].rsplit(".", 1)[0],
+                    "type": r["unique_id"].split(".", 1)[0],
+                    "status": r["status"],
+                    "message": r["message"],
+                }
+            )
+    if done.returncode not in (0, 1) or not rows:
+        rows.append(
+            {
+                "name": "dbt",
+                "type": "error",
+                "status": "error",
+                "message": (done.stdout + done.stderr).strip()[-2000:],
+            }
+        )
+    return MartsBuild(success=done.returncode == 0, path=str(marts_path(tenant)), results=rows)
