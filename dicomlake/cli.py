@@ -541,6 +541,57 @@ def _add_dicomcast_parser(commands: Any, common: argparse.ArgumentParser) -> Non
     cast.set_defaults(func=cmd_dicomcast)
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from dicomlake.sql import query
+    from dicomlake.sql.output import render_table, write_table
+
+    try:
+        table = query(_tenant(args), args.statement)
+    except duckdb.Error as exc:
+        print(f"dicomlake sql: {exc}", file=sys.stderr)
+        return 2
+    if args.parquet:
+        write_table(table, args.parquet)
+        print(f"wrote {table.num_rows} rows to {args.parquet}", file=sys.stderr)
+    elif args.csv:
+        sys.stdout.write(render_table(table, "csv"))
+    else:
+        sys.stdout.write(render_table(table, "json" if args.json else "text", limit=args.max_rows))
+    return 0
+
+
+def cmd_cohort(args: argparse.Namespace) -> int:
+    from dicomlake.cohort.cli import run_cohort_command
+
+    return run_cohort_command(_tenant(args), args)
+
+
+def _add_cohort_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    sql = commands.add_parser("sql", parents=[common], help="SQL (DuckDB) over the tenant's tables and views")
+    sql.add_argument("statement", help='e.g. "SELECT modality, count(*) FROM series GROUP BY 1"')
+    out = sql.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="print CSV")
+    out.add_argument("--parquet", metavar="FILE", help="write the result to a Parquet file")
+    sql.add_argument("--max-rows", type=int, default=100, help="rows shown in the text table (default 100)")
+    sql.set_defaults(func=cmd_sql)
+    cohort = commands.add_parser("cohort", parents=[common],
+                                 help="a cohort from a plain-language question or a definition file")
+    cohort.add_argument("question", nargs="?",
+                        help='e.g. "women over 60 with lung cancer who had a chest CT"')
+    cohort.add_argument("--definition", metavar="FILE", help="a cohort definition (YAML or JSON) instead")
+    cohort.add_argument("--as-of", metavar="DATE",
+                        help="the day ages and time windows count from (default today)")
+    cohort.add_argument("--explain", action="store_true", help="show how it was understood and the SQL")
+    cohort.add_argument("--no-run", action="store_true", help="only compile (with --explain or --json)")
+    cohort.add_argument("--llm-url", default=os.environ.get("DICOMLAKE_LLM_URL"),
+                        help="OpenAI-compatible chat-completions URL for questions the parser cannot read "
+                             "(default $DICOMLAKE_LLM_URL; off when unset)")
+    cohort.add_argument("--llm-model", default=os.environ.get("DICOMLAKE_LLM_MODEL", "gpt-4o-mini"))
+    cohort.set_defaults(func=cmd_cohort)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -624,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     _add_tags_parser(commands, common)
     _add_dicomcast_parser(commands, common)
+    _add_cohort_parsers(commands, common)
     _add_web_parsers(commands)
     return parser
 

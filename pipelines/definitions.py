@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets import ALL_ASSETS, ALL_CHECKS
 from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT
+from pipelines.cohorts import cohort_definitions
 from pipelines.dicomcast import dicomcast_definitions
 from pipelines.jobs import ingest_job, levels_job, observe_change_feed_job
 from pipelines.maintenance import maintenance_job, maintenance_schedule
@@ -80,7 +81,8 @@ def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The project's definitions; `resources` replaces the environment-derived ones (tests)."""
     resources = dict(resources) if resources is not None else resources_for()
     tenant = resources["lakehouse"].tenant
-    return dg.Definitions.merge(dicomcast_definitions(), dg.Definitions(  # + DICOMcast (group fhir)
+    # + DICOMcast (group fhir), + dbt marts and saved cohorts (group cohorts)
+    return dg.Definitions.merge(dicomcast_definitions(), cohort_definitions(), dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job, reindex_query_tags],

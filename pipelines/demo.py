@@ -16,6 +16,7 @@ Heavy imports live inside functions: ingest's worker processes re-import this mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -110,6 +111,25 @@ def quarantine_overview(tenant: Any) -> dict[str, Any]:
     }
 
 
+def marts_overview(tenant: Any) -> dict[str, Any]:
+    """Row counts of the dbt cohort marts in the tenant's DuckDB file (empty before the first build)."""
+    import duckdb
+
+    from dicomlake.sql.marts import MARTS, marts_path
+
+    path = marts_path(tenant)
+    if not path.exists():
+        return {"path": str(path), "tables": {}}
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
+                  for name in MARTS if name in present}
+    finally:
+        con.close()
+    return {"path": str(path), "tables": tables}
+
+
 def run_demo(instances: int, seed: int) -> dict[str, Any]:
     dagster_home = prepare_dagster_home()
     # Imported only now: the definitions read DICOMLAKE_* when built, the instance DAGSTER_HOME.
@@ -149,6 +169,13 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
             instance=instance, tags={"dicomlake/tenant": tenant.name}, run_config=QUIET, raise_on_error=False
         )
         runs.append(run_summary(result, "levels_job", None))
+    # The dbt cohort marts follow the tables they read; rebuilt only when something new arrived.
+    marts_built = instance.get_latest_materialization_event(dg.AssetKey("imaging_cohort_base")) is not None
+    if all(r["success"] for r in runs) and (runs or not marts_built):
+        result = defs.resolve_job_def("cohort_marts_job").execute_in_process(
+            instance=instance, tags={"dicomlake/tenant": tenant.name}, run_config=QUIET, raise_on_error=False
+        )
+        runs.append(run_summary(result, "cohort_marts_job", None))
 
     status = tenant_status(tenant)
     checks = [c for r in runs for c in r["checks"]]
@@ -169,6 +196,7 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
         "studies": latest_row_count(instance, "studies"),
         "series": latest_row_count(instance, "series"),
         "latest_seq": status["latest_seq"],
+        "marts": marts_overview(tenant),
         "quarantine": quarantine_overview(tenant),
         "checks": {
             "passed": sum(c["passed"] for c in checks),
@@ -208,6 +236,10 @@ def render(report: dict[str, Any]) -> str:
     by_code = ", ".join(f"{code} {count}" for code, count in q["by_code"].items())
     lines.append(f"  quarantined: {q['count']} files" + (f" ({by_code})" if by_code else ""))
     lines += [f"    {f['code']}: {Path(f['source']).name}: {f['reason']}" for f in q["files"][:FILES_LISTED]]
+    marts = report["marts"]["tables"]
+    if marts:
+        lines.append("  cohort marts: " + ", ".join(f"{name} {count} rows" for name, count in marts.items())
+                     + f" ({report['marts']['path']})")
     c = report["checks"]
     lines.append(f"  checks: {c['passed']} passed, {c['warned']} warned, {c['failed']} failed")
     lines += [f"    {r['asset']} {r['check']}: {r['severity']}" for r in c["results"] if not r["passed"]]
@@ -223,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sample seed: same seed, same files")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
-    report = run_demo(args.instances, args.seed)
+    # dbt (through dagster-dbt) prints its progress on stdout: keep stdout for the report alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = run_demo(args.instances, args.seed)
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
     return 0 if report["success"] else 1
 

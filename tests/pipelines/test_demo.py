@@ -36,7 +36,7 @@ def test_first_run_ingests_the_samples(first_and_second: tuple[dict, dict, Path]
     assert (cwd / ".dagster_home" / "dagster.yaml").exists()
     samples = first["samples"]
     assert samples["instances"] == INSTANCES and samples["bad_inputs"] > 0
-    assert [r["job"] for r in first["runs"]] == ["ingest_job", "levels_job"]
+    assert [r["job"] for r in first["runs"]] == ["ingest_job", "levels_job", "cohort_marts_job"]
     assert all(r["success"] and r["run_id"] for r in first["runs"])
     assert first["instances"] == first["ingested"]["created"] == INSTANCES
     assert (first["studies"], first["series"]) == (samples["studies"], samples["series"])
@@ -44,6 +44,10 @@ def test_first_run_ingests_the_samples(first_and_second: tuple[dict, dict, Path]
     assert sum(first["quarantine"]["by_code"].values()) == samples["bad_inputs"]
     checks = first["checks"]
     assert (checks["failed"], checks["warned"]) == (0, 1) and checks["passed"] >= 3
+    marts = first["marts"]["tables"]  # one row per study and per series, built by dbt in the tenant
+    assert marts["imaging_cohort_base"] == samples["studies"]
+    assert marts["image_occurrence"] == samples["series"]
+    assert first["marts"]["path"] == str(cwd / "lakehouse/tenants/default/marts/cohort.duckdb")
     assert any("dagster dev" in command for command in first["next"])
 
 
