@@ -590,6 +590,54 @@ def _add_cohort_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                              "(default $DICOMLAKE_LLM_URL; off when unset)")
     cohort.add_argument("--llm-model", default=os.environ.get("DICOMLAKE_LLM_MODEL", "gpt-4o-mini"))
     cohort.set_defaults(func=cmd_cohort)
+# -- FHIR import (dicomlake.fhir.importer) --------------------------------------------------------
+
+
+def cmd_fhir(args: argparse.Namespace) -> int:
+    if args.fhir_command == "samples":
+        from dicomlake.fhir.clinical_samples import generate_clinical_data
+
+        summary = generate_clinical_data(args.dest, n_instances=args.instances, seed=args.seed)
+        payload = {"dest": str(summary.dest), "counts": summary.counts, "invalid": summary.invalid,
+                   "osteosarcoma_patients": summary.osteosarcoma_patients}
+        _print(args, payload, f"wrote {sum(summary.counts.values())} resources and {summary.invalid} "
+                              f"invalid lines to {summary.dest}")
+        return 0
+    from dicomlake.fhir.importer import ImportOptions, import_paths, import_server
+
+    tenant = _tenant(args)
+    options = ImportOptions(patient_identifier_system=args.patient_identifier_system)
+    if not args.paths and not args.url:
+        raise ValueError("give PATH... or --url")
+    results = []
+    if args.paths:
+        results.append(import_paths(tenant, args.paths, options))
+    if args.url:
+        token = os.environ.get(args.token_env) or None
+        results.append(import_server(tenant, args.url, token, options=options))
+    for summary in results:
+        _print(args, summary.as_json(),
+               f"read {summary.read}: {summary.inserted} inserted, {summary.updated} updated, "
+               f"{summary.unchanged} unchanged, {summary.stale} stale, {summary.quarantined} quarantined; "
+               f"unlinked {summary.links.get('unlinked', 0)} ({summary.seconds} s)")
+    return 0
+
+
+def _add_fhir_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    fhir = commands.add_parser("fhir", help="import clinical FHIR data (NDJSON, Bundles, a server)")
+    sub = fhir.add_subparsers(dest="fhir_command", required=True)
+    imp = sub.add_parser("import", parents=[common], help="import NDJSON/Bundle files, folders, a server")
+    imp.add_argument("paths", nargs="*")
+    imp.add_argument("--url", default=None, help="a FHIR server's base URL (search API, paged)")
+    imp.add_argument("--token-env", default="DICOMLAKE_FHIR_TOKEN",
+                     help="environment variable holding the bearer token (default DICOMLAKE_FHIR_TOKEN)")
+    imp.add_argument("--patient-identifier-system", default=None,
+                     help="link Patients to DICOM only through identifiers of this system")
+    samples = sub.add_parser("samples", parents=[common], help="write sample clinical NDJSON")
+    samples.add_argument("dest")
+    samples.add_argument("--instances", type=int, default=300, help="as for `dicomlake samples`")
+    samples.add_argument("--seed", type=int, default=0)
+    fhir.set_defaults(func=cmd_fhir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -676,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tags_parser(commands, common)
     _add_dicomcast_parser(commands, common)
     _add_cohort_parsers(commands, common)
+    _add_fhir_parser(commands, common)
     _add_web_parsers(commands)
     return parser
 

@@ -111,6 +111,18 @@ def quarantine_overview(tenant: Any) -> dict[str, Any]:
     }
 
 
+def import_clinical_samples(drop_dir: str, tenant: Any, instances: int, seed: int) -> dict[str, Any]:
+    """Write the clinical samples beside the drop folder and import them (FHIR import API)."""
+    from dicomlake.fhir.clinical_samples import generate_clinical_data
+    from dicomlake.fhir.importer import import_paths
+
+    dest = Path(drop_dir).resolve().parent / "clinical" / f"samples-{seed}"
+    generate_clinical_data(dest, n_instances=instances, seed=seed)
+    summary = import_paths(tenant, [dest])
+    return {"dest": str(dest), "read": summary.read, "inserted": summary.inserted,
+            "quarantined": summary.quarantined}
+
+
 def marts_overview(tenant: Any) -> dict[str, Any]:
     """Row counts of the dbt cohort marts in the tenant's DuckDB file (empty before the first build)."""
     import duckdb
@@ -169,6 +181,10 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
             instance=instance, tags={"dicomlake/tenant": tenant.name}, run_config=QUIET, raise_on_error=False
         )
         runs.append(run_summary(result, "levels_job", None))
+    # Clinical sample data (FHIR Bulk NDJSON matching the DICOM samples), imported once with them.
+    clinical = None
+    if samples and all(r["success"] for r in runs):
+        clinical = import_clinical_samples(drop_folder.path, tenant, instances, seed)
     # The dbt cohort marts follow the tables they read; rebuilt only when something new arrived.
     marts_built = instance.get_latest_materialization_event(dg.AssetKey("imaging_cohort_base")) is not None
     if all(r["success"] for r in runs) and (runs or not marts_built):
@@ -189,6 +205,7 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
         "drop_dir": drop_folder.path,
         "dagster_home": str(dagster_home),
         "samples": samples,
+        "clinical": clinical,
         "new_batches": [r.partition_key for r in requests],
         "runs": runs,
         "ingested": {key: sum(r["ingested"].get(key, 0) for r in runs) for key in INGEST_COUNTS},
@@ -218,6 +235,10 @@ def render(report: dict[str, Any]) -> str:
         s = report["samples"]
         lines.append(f"  samples: {s['instances']} instances ({s['studies']} studies, {s['series']} series, "
                      f"{s['patients']} patients) and {s['bad_inputs']} bad inputs in {report['drop_dir']}")
+    if report["clinical"]:
+        c = report["clinical"]
+        lines.append(f"  clinical samples: {c['inserted']} FHIR resources imported, {c['quarantined']} "
+                     f"quarantined, from {c['dest']}")
     if not report["new_batches"]:
         lines.append(f"  nothing new to ingest in {report['drop_dir']}")
     for run in report["runs"]:

@@ -140,6 +140,8 @@ STOP_WORDS = frozenset(
         "documented",
     ]
 )
+# Never the start or end of a diagnosis phrase, though displays contain them ("... without complications").
+NEGATIONS = frozenset({"without", "not", "no", "never", "except", "excluding", "non", "unspecified", "other"})
 LINK_WORDS = frozenset({"associated", "related", "linked", "corresponding", "matching", "their"})
 SUBJECTS: dict[str, tuple[str | None, int | None, int | None]] = {
     # word -> (sex, min age, max age)
@@ -570,6 +572,8 @@ class _Reader:
         for n in range(min(6, len(self.words) - i), 0, -1):
             words = self.words[i : i + n]
             if words[-1] in STOP_WORDS or all(w in STOP_WORDS or w.isdigit() for w in words):
+                continue
+            if words[0] in NEGATIONS or words[-1] in NEGATIONS:
                 continue
             phrase = " ".join(words)
             if phrase in CONDITION_SYNONYMS:

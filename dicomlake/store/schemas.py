@@ -219,3 +219,57 @@ SCHEMAS: dict[str, pa.Schema] = {
     "fhir_endpoint": FHIR_ENDPOINT,
     "fhir_dead_letters": FHIR_DEAD_LETTERS,
 }
+
+# Imported clinical FHIR data (dicomlake.fhir.importer): the current version of each resource.
+FHIR_RESOURCES = pa.schema(
+    [
+        pa.field("resource_type", pa.string(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("version_id", pa.string()),
+        pa.field("last_updated", UTC_TIMESTAMP),
+        pa.field("content_sha256", pa.string(), nullable=False),  # of the resource without `meta`
+        pa.field("resource_json", pa.large_string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("imported_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+# Resources the import refused, with the reason and the original text (never dropped).
+FHIR_IMPORT_QUARANTINE = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("line", pa.int64()),
+        pa.field("resource_type", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.large_string(), nullable=False),
+        pa.field("quarantined_at", UTC_TIMESTAMP, nullable=False),
+    ]
+)
+# Links of imported FHIR resources to DICOM (dicomlake.fhir.links); unmatched rows have null keys.
+FHIR_PATIENT_LINK = pa.schema(
+    [
+        pa.field("fhir_patient_id", pa.string(), nullable=False),
+        pa.field("dicom_patient_id", pa.string()),
+        pa.field("matched_system", pa.string()),
+        pa.field("matched_value", pa.string()),
+    ]
+)
+FHIR_STUDY_LINK = pa.schema(
+    [
+        pa.field("resource_type", pa.string(), nullable=False),
+        pa.field("resource_id", pa.string(), nullable=False),
+        pa.field("patient_id", pa.string()),
+        pa.field("study_instance_uid", pa.string()),
+        pa.field("matched_by", pa.string()),
+    ]
+)
+
+
+def _fhir_import_schemas() -> dict[str, pa.Schema]:
+    from dicomlake.fhir.views import view_schemas  # the ViewDefinition JSON files are the source
+
+    return {"fhir_resources": FHIR_RESOURCES, "fhir_import_quarantine": FHIR_IMPORT_QUARANTINE,
+            "fhir_patient_link": FHIR_PATIENT_LINK, "fhir_study_link": FHIR_STUDY_LINK, **view_schemas()}
+
+
+SCHEMAS.update(_fhir_import_schemas())

@@ -44,6 +44,7 @@ def test_first_run_ingests_the_samples(first_and_second: tuple[dict, dict, Path]
     assert sum(first["quarantine"]["by_code"].values()) == samples["bad_inputs"]
     checks = first["checks"]
     assert (checks["failed"], checks["warned"]) == (0, 1) and checks["passed"] >= 3
+    assert first["clinical"]["inserted"] > 0
     marts = first["marts"]["tables"]  # one row per study and per series, built by dbt in the tenant
     assert marts["imaging_cohort_base"] == samples["studies"]
     assert marts["image_occurrence"] == samples["series"]
@@ -53,7 +54,7 @@ def test_first_run_ingests_the_samples(first_and_second: tuple[dict, dict, Path]
 
 def test_second_run_has_nothing_new(first_and_second: tuple[dict, dict, Path]) -> None:
     first, second, _ = first_and_second
-    assert second["success"] and second["samples"] is None
+    assert second["success"] and second["samples"] is None and second["clinical"] is None
     assert second["new_batches"] == [] and second["runs"] == []
     assert (second["instances"], second["studies"], second["latest_seq"]) == (
         first["instances"], first["studies"], first["latest_seq"])
