@@ -117,7 +117,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         summary = export(_tenant(args), selection, args.out, args.format, per_frame=args.per_frame,
-                         deid_options=deid_options, workers=args.workers, progress=progress)  # fmt: skip
+                         deid_options=deid_options, workers=args.workers, progress=progress,
+                         chunk_instances=args.chunk_instances)  # fmt: skip
     finally:
         if bar:
             bar.close()
@@ -651,6 +652,8 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--deid", action="store_true", help="dicom: de-identified copies (PS3.15 E.1)")
     export.add_argument("--project-key-env", metavar="VAR", help="environment variable holding the de-id key")
     export.add_argument("--workers", type=int, default=1, help="decoder processes")
+    export.add_argument("--chunk-instances", type=int, default=256,
+                        help="instances per output chunk (progress is recorded after each)")
     export.set_defaults(func=cmd_export)
 
 

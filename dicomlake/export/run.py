@@ -93,7 +93,7 @@ def _decode_task(task: tuple[dict[str, Any], bool]) -> tuple[str, Any]:
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
-def _dicom_task(task: tuple[dict[str, Any], str, dict[str, Any] | None]) -> tuple[str, Any]:
+def _dicom_task(task: tuple[dict[str, Any], str, Any]) -> tuple[str, Any]:
     """Copy (or de-identify) one instance's bytes to out/<study>/<series>/<sop>.dcm."""
     row, out, deid_options = task
     assert _worker_tenant is not None
@@ -103,9 +103,9 @@ def _dicom_task(task: tuple[dict[str, Any], str, dict[str, Any] | None]) -> tupl
         if deid_options is not None:
             import pydicom
 
-            from dicomlake.deid import Deidentifier, DeidOptions
+            from dicomlake.deid import Deidentifier
 
-            data = Deidentifier(DeidOptions(**deid_options)).deidentify_bytes(data)
+            data = Deidentifier(deid_options).deidentify_bytes(data)
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
         path = Path(out, *uids[:2], f"{uids[2]}.dcm")
@@ -152,14 +152,10 @@ def export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     deid_record = None
-    deid_kwargs = None
     if deid_options is not None:
-        from dataclasses import asdict
-
         from dicomlake.deid import Deidentifier
 
         deid_record = Deidentifier(deid_options).describe()
-        deid_kwargs = asdict(deid_options)
     state_path = out / PROGRESS
     settings = {"selection": selection.describe(), "format": fmt, "per_frame": per_frame,
                 "tenant": tenant.name, "deid": deid_record}  # fmt: skip
@@ -189,7 +185,7 @@ def export(
                 results = list(pool.map(_decode_task, [(r, per_frame) for r in chunk]))
                 files = _write_parquet_chunk(out, state["chunks"], chunk, results)
             else:
-                tasks = [(r, str(out), deid_kwargs) for r in chunk]
+                tasks = [(r, str(out), deid_options) for r in chunk]
                 results = list(pool.map(_dicom_task, tasks))
                 files = [value for status, value in results if status == "ok"]
             for row, (status, value) in zip(chunk, results, strict=True):
