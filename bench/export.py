@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dicomlake.export import Selection, export  # noqa: E402
-from dicomlake.ingest import ingest  # noqa: E402
-from dicomlake.samples import generate_sample_drop  # noqa: E402
-from dicomlake.store import Lakehouse  # noqa: E402
-from dicomlake.store.read import scan  # noqa: E402
+from dicomlake.export import Selection, export
+from dicomlake.ingest import ingest
+from dicomlake.samples import generate_sample_drop
+from dicomlake.store import Lakehouse
+from dicomlake.store.read import scan
 
 TARGET = 0.70
 
@@ -80,8 +80,9 @@ def render(report: Report) -> str:
     verdict = "PASS" if report.ratio >= TARGET else "MISS"
     return "\n".join([
         f"{report.instances} instances, {report.pixel_mb:.1f} MB of pixels, {report.workers} process(es), "
-        f"load average {report.load_average[0]:.2f} {report.load_average[1]:.2f} {report.load_average[2]:.2f}",
-        f"  reference pydicom pixel_array : {report.reference_mb_s:8.1f} MB/s  ({report.reference_seconds:.2f} s)",
+        "load average " + " ".join(f"{v:.2f}" for v in report.load_average),
+        f"  reference pydicom pixel_array : {report.reference_mb_s:8.1f} MB/s "
+        f"({report.reference_seconds:.2f} s)",
         f"  ours parquet export           : {report.ours_mb_s:8.1f} MB/s  ({report.ours_seconds:.2f} s)",
         f"  ratio ours / reference        : {report.ratio:8.2f}  (target >= {TARGET:.2f}: {verdict})",
     ])  # fmt: skip
