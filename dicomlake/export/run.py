@@ -179,14 +179,22 @@ def export(
         max_workers=max(1, workers), initializer=_init_worker,
         initargs=(tenant.lakehouse.root, dict(tenant.storage_options or {}), tenant.name),
     )  # fmt: skip
+    def submit(chunk: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+        # Executor.map submits every task at once: the next chunk decodes while this one is written.
+        size = max(1, len(chunk) // (4 * max(1, workers)))
+        if fmt == "parquet":
+            return pool.map(_decode_task, [(r, per_frame) for r in chunk], chunksize=size)
+        return pool.map(_dicom_task, [(r, str(out), deid_options) for r in chunk], chunksize=size)
+
     try:
-        for chunk in _chunks(rows, chunk_instances):
+        chunks = list(_chunks(rows, chunk_instances))
+        pending = submit(chunks[0]) if chunks else None
+        for number, chunk in enumerate(chunks):
+            results = list(pending or ())
+            pending = submit(chunks[number + 1]) if number + 1 < len(chunks) else None
             if fmt == "parquet":
-                results = list(pool.map(_decode_task, [(r, per_frame) for r in chunk]))
                 files = _write_parquet_chunk(out, state["chunks"], chunk, results)
             else:
-                tasks = [(r, str(out), deid_options) for r in chunk]
-                results = list(pool.map(_dicom_task, tasks))
                 files = [value for status, value in results if status == "ok"]
             for row, (status, value) in zip(chunk, results, strict=True):
                 state["done"][row["sop_instance_uid"]] = "exported" if status == "ok" else status
