@@ -93,6 +93,14 @@ def _decode_task(task: tuple[dict[str, Any], bool]) -> tuple[str, Any]:
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
+def _parquet_task(task: tuple[list[dict[str, Any]], bool, str, str]) -> tuple[list, list[dict]]:
+    """Decode a slice of a chunk and write its files in the worker: no pixels cross processes."""
+    rows, per_frame, out, name = task
+    results = [_decode_task((row, per_frame)) for row in rows]
+    files = _write_parquet_files(Path(out), name, results)
+    return [(status, None if status == "ok" else value) for status, value in results], files
+
+
 def _dicom_task(task: tuple[dict[str, Any], str, Any]) -> tuple[str, Any]:
     """Copy (or de-identify) one instance's bytes to out/<study>/<series>/<sop>.dcm."""
     row, out, deid_options = task
@@ -179,22 +187,31 @@ def export(
         max_workers=max(1, workers), initializer=_init_worker,
         initargs=(tenant.lakehouse.root, dict(tenant.storage_options or {}), tenant.name),
     )  # fmt: skip
-    def submit(chunk: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
-        # Executor.map submits every task at once: the next chunk decodes while this one is written.
-        size = max(1, len(chunk) // (4 * max(1, workers)))
+    slices = max(1, workers)
+
+    def submit(chunk: list[dict[str, Any]], index: int) -> Iterator[tuple[list, list[dict]]]:
+        # Executor.map submits every task at once: the next chunk decodes while this one finishes.
         if fmt == "parquet":
-            return pool.map(_decode_task, [(r, per_frame) for r in chunk], chunksize=size)
-        return pool.map(_dicom_task, [(r, str(out), deid_options) for r in chunk], chunksize=size)
+            size = -(-len(chunk) // slices)
+            parts = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+            tasks = [(part, per_frame, str(out), f"{index:05d}-{n}") for n, part in enumerate(parts)]
+            return pool.map(_parquet_task, tasks)
+        copies = pool.map(_dicom_task, [(r, str(out), deid_options) for r in chunk],
+                          chunksize=max(1, len(chunk) // 8))  # fmt: skip
+        return iter([(copies, [])])
 
     try:
         chunks = list(_chunks(rows, chunk_instances))
-        pending = submit(chunks[0]) if chunks else None
+        pending = submit(chunks[0], state["chunks"]) if chunks else None
         for number, chunk in enumerate(chunks):
-            results = list(pending or ())
-            pending = submit(chunks[number + 1]) if number + 1 < len(chunks) else None
-            if fmt == "parquet":
-                files = _write_parquet_chunk(out, state["chunks"], chunk, results)
-            else:
+            results: list[tuple[str, Any]] = []
+            files: list[dict] = []
+            for part_results, part_files in pending or ():
+                results += list(part_results)
+                files += part_files
+            if number + 1 < len(chunks):
+                pending = submit(chunks[number + 1], state["chunks"] + 1)
+            if fmt == "dicom":
                 files = [value for status, value in results if status == "ok"]
             for row, (status, value) in zip(chunk, results, strict=True):
                 state["done"][row["sop_instance_uid"]] = "exported" if status == "ok" else status
@@ -210,7 +227,7 @@ def export(
     return _finish(out, state, resolved, deid_record)
 
 
-def _write_parquet_chunk(out: Path, index: int, chunk: list[dict[str, Any]], results: list) -> list[dict]:
+def _write_parquet_files(out: Path, name: str, results: list) -> list[dict]:
     from dicomlake.export.parquet import build_table, shape_key, write_table
 
     groups: dict[str, list] = {}
@@ -222,7 +239,7 @@ def _write_parquet_chunk(out: Path, index: int, chunk: list[dict[str, Any]], res
     for key in sorted(groups):
         folder = out / key
         folder.mkdir(exist_ok=True)
-        path = folder / f"part-{index:05d}.parquet"
+        path = folder / f"part-{name}.parquet"
         table = build_table(groups[key])
         write_table(table, path)
         relative = str(path.relative_to(out))
