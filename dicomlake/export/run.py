@@ -202,15 +202,16 @@ def export(
 
     try:
         chunks = list(_chunks(rows, chunk_instances))
-        pending = submit(chunks[0], state["chunks"]) if chunks else None
+        # Two chunks in flight: workers never wait for the slowest slice of the current one.
+        pending = [submit(chunk, state["chunks"] + n) for n, chunk in enumerate(chunks[:2])]
         for number, chunk in enumerate(chunks):
             results: list[tuple[str, Any]] = []
             files: list[dict] = []
-            for part_results, part_files in pending or ():
+            for part_results, part_files in pending.pop(0):
                 results += list(part_results)
                 files += part_files
-            if number + 1 < len(chunks):
-                pending = submit(chunks[number + 1], state["chunks"] + 1)
+            if number + 2 < len(chunks):
+                pending.append(submit(chunks[number + 2], state["chunks"] + 2))
             if fmt == "dicom":
                 files = [value for status, value in results if status == "ok"]
             for row, (status, value) in zip(chunk, results, strict=True):
