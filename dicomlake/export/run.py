@@ -68,8 +68,20 @@ def _sha256_file(path: Path) -> str:
 _worker_tenant: TenantStore | None = None
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker is killed when the export process is, so it cannot write into a resumed run."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _init_worker(root: str, storage_options: dict[str, str], tenant: str) -> None:
     global _worker_tenant
+    _die_with_parent()
     _worker_tenant = Lakehouse(root, storage_options or None).tenant(tenant)
 
 
