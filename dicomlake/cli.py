@@ -84,6 +84,50 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dicomlake.export import Selection, export
+
+    filters = {}
+    for item in args.filter:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"filters are KEY=VALUE, not {item!r}")
+        filters[key] = value
+    selection = Selection(uids=tuple(args.study + args.series), filters=filters, cohort=args.cohort,
+                          as_of=args.as_of)  # fmt: skip
+    deid_options = None
+    if args.deid:
+        from dicomlake.deid import DeidOptions
+
+        key = os.environ.get(args.project_key_env or "")
+        if not key:
+            raise ValueError("--deid needs --project-key-env VAR naming a set environment variable")
+        deid_options = DeidOptions(project_key=key)
+    bar = None
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="instance", desc="export", file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        summary = export(_tenant(args), selection, args.out, args.format, per_frame=args.per_frame,
+                         deid_options=deid_options, workers=args.workers, progress=progress,
+                         chunk_instances=args.chunk_instances)  # fmt: skip
+    finally:
+        if bar:
+            bar.close()
+    human = (f"selected {summary.selected}: exported {summary.exported}, skipped {summary.skipped}, "
+             f"failed {summary.failed}; manifest {summary.manifest}")  # fmt: skip
+    _print(args, summary.as_dict(), human)
+    return 0
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     from dicomlake.samples import generate_bad_inputs, generate_sample_drop
 
@@ -640,6 +684,27 @@ def _add_fhir_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     fhir.set_defaults(func=cmd_fhir)
 
 
+def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser("export", parents=[common], help="export for AI/ML: Parquet or DICOM")
+    what = export.add_mutually_exclusive_group(required=True)
+    what.add_argument("--study", nargs="+", default=[], metavar="UID",
+                      help="study UIDs (or study/series/sop)")
+    what.add_argument("--series", nargs="+", default=[], metavar="STUDY/SERIES")
+    what.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                      help="QIDO-RS instance filter, e.g. -f Modality=CT")
+    what.add_argument("--cohort", metavar="QUESTION_OR_FILE", help="a cohort question or definition file")
+    export.add_argument("--as-of", metavar="DATE", help="with --cohort: the day ages count from")
+    export.add_argument("--format", choices=["parquet", "dicom"], required=True)
+    export.add_argument("--out", required=True, help="output folder (rerun into it to resume)")
+    export.add_argument("--per-frame", action="store_true", help="parquet: one row per frame")
+    export.add_argument("--deid", action="store_true", help="dicom: de-identified copies (PS3.15 E.1)")
+    export.add_argument("--project-key-env", metavar="VAR", help="environment variable holding the de-id key")
+    export.add_argument("--workers", type=int, default=1, help="decoder processes")
+    export.add_argument("--chunk-instances", type=int, default=256,
+                        help="instances per output chunk (progress is recorded after each)")
+    export.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomlake", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -725,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dicomcast_parser(commands, common)
     _add_cohort_parsers(commands, common)
     _add_fhir_parser(commands, common)
+    _add_export_parser(commands, common)
     _add_web_parsers(commands)
     return parser
 
