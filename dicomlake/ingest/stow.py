@@ -246,14 +246,15 @@ class InstanceStore:
         prepared.result.error_code = code
 
     def _write_bytes(self, prepared: list[_Prepared]) -> None:
-        """Blobs and quarantined bytes, each durable before anything refers to it."""
-        blobs = self.tenant.blobs
-        for item in prepared:
-            key = item.version["blob_key"] if item.version else item.quarantine["quarantine_key"]  # type: ignore[index]
-            try:
-                blobs.put_file(key, item.part.path, move=True)
-            except OSError as exc:
-                log.exception("%s: could not write %s", self.tenant.name, key)
+        """Blobs and quarantined bytes, all durable (one batched sync) before anything refers to them."""
+        items = [p for p in prepared if p.version or p.quarantine]
+        keys = [p.version["blob_key"] if p.version else p.quarantine["quarantine_key"] for p in items]  # type: ignore[index]
+        try:
+            self.tenant.blobs.put_files([(key, p.part.path) for key, p in zip(keys, items, strict=True)],
+                                        move=True)
+        except OSError as exc:
+            log.exception("%s: could not write %d blobs", self.tenant.name, len(items))
+            for item in items:
                 item.version = item.quarantine = None
                 item.result.failure_code = FAILURE_PROCESSING
                 item.result.failure = f"the bytes could not be written ({type(exc).__name__})"

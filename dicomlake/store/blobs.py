@@ -55,6 +55,9 @@ class BlobStore(Protocol):
     def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
         """put() for the bytes of a local file, never read into memory; durable when it returns."""
 
+    def put_files(self, items: Sequence[tuple[str, str | Path]], *, move: bool = False) -> list[bool]:
+        """put_file() for many files at once (one durability step for all); True where written."""
+
     def get(self, key: str) -> bytes: ...
 
     def open(self, key: str) -> BinaryIO:
@@ -250,6 +253,35 @@ class LocalBlobStore:
             fsync_path(target.parent)
         return True
 
+    def put_files(self, items: Sequence[tuple[str, str | Path]], *, move: bool = False) -> list[bool]:
+        """put_file() for a batch: each file is renamed (or copied) into the temp folder, then the
+        batch is published like stage()d blobs (two syncfs, or parallel fsyncs when much else is
+        waiting): a request of 50 small instances pays one durability step, not 100 fsyncs. When
+        it raises, nothing new is at any key and the staged copies are gone (moved files too)."""
+        self._folder(self._tmp)
+        files: list[tuple[str, str, int]] = []
+        result: list[bool] = []
+        try:
+            for key, path in items:
+                if self._path(key).exists() or any(key == f[0] for f in files):
+                    result.append(False)
+                    continue
+                staged = self._tmp / f"{uuid.uuid4().hex}.part"
+                try:
+                    if not move:
+                        raise OSError("copy")
+                    os.rename(path, staged)
+                except OSError:
+                    shutil.copyfile(path, staged)
+                files.append((key, str(staged), staged.stat().st_size))
+                result.append(True)
+            self.publish([Staged(tuple(files))])
+        except BaseException:
+            for _, tmp, _ in files:
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        return result
+
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
@@ -325,6 +357,9 @@ class FsspecBlobStore:
             return False
         self.fs.put_file(str(path), target)
         return True
+
+    def put_files(self, items: Sequence[tuple[str, str | Path]], *, move: bool = False) -> list[bool]:
+        return [self.put_file(key, path, move=move) for key, path in items]
 
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))

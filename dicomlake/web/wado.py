@@ -176,7 +176,7 @@ async def retrieve(request: Request) -> Response:
 
     boundary = new_boundary()
     return StreamingResponse(
-        multipart_stream(parts(), boundary),
+        multipart_stream(parts(), boundary, min_chunk=CHUNK),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
 
