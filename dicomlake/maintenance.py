@@ -11,17 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
-from deltalake import WriterProperties
-
 from dicomlake.lifecycle import DEFAULT_RETENTION, PurgeSummary, purge_expired_blobs
+from dicomlake.store.compaction import compact
 from dicomlake.store.lakehouse import TenantStore
 
 TABLES = (
     "changes", "instances", "quarantine", "cursors", "purged_blobs", "query_tags", "tag_values", "tag_errors"
 )
-# Compacted files keep row groups small enough that a reader seeking one page of the feed decodes
-# one row group (~tens of ms), never a whole compacted file.
-ROW_GROUP_ROWS = 32_768
 DEFAULT_VACUUM_RETENTION_HOURS = 168  # Delta's own safe default: one week
 # Staged blob files older than this were left by a crash (a live ingest publishes within seconds).
 STAGING_GRACE_S = 24 * 3600
@@ -44,8 +40,7 @@ def maintain_tables(
     for name in TABLES:
         table = tenant.table(name)
         version = table.version()
-        bounded = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
-        metrics = table.optimize.compact(writer_properties=bounded)
+        metrics = compact(table)
         table.create_checkpoint()
         vacuumed = table.vacuum(
             retention_hours=vacuum_retention_hours, dry_run=False, enforce_retention_duration=False

@@ -23,7 +23,7 @@ from pathlib import Path
 from dicomlake.ingest.sources import SourceItem, dispose, expand_sources
 from dicomlake.ingest.worker import ChunkResult, ItemResult, TenantSpec, container_state, process_items
 from dicomlake.store.blobs import Staged
-from dicomlake.store.committer import Committer, record_quarantine, sync_instances
+from dicomlake.store.committer import Committer, record_quarantine
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.tags.indexer import index_after_commit
 
@@ -128,7 +128,7 @@ class _Run:
                 batch, staged = [], []
         if batch:
             self._commit(batch, staged)
-        sync_instances(self.tenant)
+        self.committer.sync_instances()
 
     def _results(self) -> Iterator[ChunkResult]:
         chunks = [self.items[i : i + CHUNK] for i in range(0, len(self.items), CHUNK)]
@@ -196,7 +196,7 @@ class _Run:
             self.progress(self.done, len(self.items))
         # Keep `instances` current batch by batch: cheap (it appends what was just committed) and
         # memory stays flat however long the ingest runs.
-        sync_instances(self.tenant, outcome)
+        self.committer.sync_instances(outcome)
         index_after_commit(self.tenant, outcome)  # extended query tags (ready ones) for the new seqs
 
     def _base_of(self, container: str) -> str | None:

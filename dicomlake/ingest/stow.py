@@ -37,7 +37,7 @@ from typing import Any
 from dicomlake.dicom.parse import parse_instance
 from dicomlake.errors import InvalidInstance
 from dicomlake.store.blobs import blob_key, quarantine_key
-from dicomlake.store.committer import CommitOutcome, Committer, record_quarantine, sync_instances
+from dicomlake.store.committer import CommitOutcome, Committer, record_quarantine
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.tags.indexer import index_after_commit
 
@@ -120,6 +120,16 @@ class _Prepared:
     quarantine: dict[str, Any] | None = None
 
 
+@dataclass
+class _Ticket:
+    """One request's accepted versions, waiting for (or done in) a commit round."""
+
+    candidates: list[_Prepared]
+    done: bool = False
+    outcome: CommitOutcome | None = None  # the round's seqs; `actions` only this request's
+    error: Exception | None = None
+
+
 def hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -165,7 +175,9 @@ class InstanceStore:
     def __init__(self, tenant: TenantStore) -> None:
         self.tenant = tenant
         self.committer = Committer(tenant)
-        self._commit_lock = threading.Lock()
+        self._commit_lock = threading.Lock()  # one commit round at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Ticket] = []  # requests waiting for the next round
 
     def store(
         self,
@@ -262,27 +274,61 @@ class InstanceStore:
 
     # -- the commit ------------------------------------------------------------------------------
     def _commit(self, prepared: list[_Prepared]) -> CommitOutcome | None:
+        """Group commit: requests that wait while another commits go into the next commit together.
+
+        Each request queues its accepted versions, then takes the commit lock; whoever holds it
+        commits everything queued so far (its own and any waiting requests') in one change-feed
+        commit, brings `instances` and the tag index up to it, and hands each request its part.
+        A request whose versions a previous holder already committed just returns. So concurrent
+        STOWs cost one commit per round instead of one each, and a 200 still means committed and
+        searchable: nobody returns before the round that holds their versions is fully done."""
         candidates = [p for p in prepared if p.version]
         if not candidates:
             return None
+        ticket = _Ticket(candidates)
+        with self._queue_lock:
+            self._queue.append(ticket)
         with self._commit_lock:
-            try:
-                outcome = self.committer.commit_versions([p.version for p in candidates], operation="stow")
-            except Exception as exc:
-                log.exception("%s: STOW commit failed", self.tenant.name)
-                for item in candidates:
+            if not ticket.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.outcome
+
+    def _commit_group(self, group: list[_Ticket]) -> None:
+        try:
+            outcome = self.committer.commit_versions(
+                [p.version for ticket in group for p in ticket.candidates], operation="stow")  # type: ignore[misc]
+        except Exception as exc:
+            log.exception("%s: STOW commit failed", self.tenant.name)
+            for ticket in group:
+                for item in ticket.candidates:
                     item.result.failure_code = FAILURE_PROCESSING
                     item.result.failure = f"the change could not be committed ({type(exc).__name__})"
                     item.result.error_code = "commit_failed"
-                return None
-        for item, action in zip(candidates, outcome.actions, strict=True):
-            item.result.stored = True
-            item.result.action = action
-        if outcome.last_seq is not None:
-            # A 200 promises "searchable": the projection and the tag index follow the commit now.
-            sync_instances(self.tenant, outcome)
-            index_after_commit(self.tenant, outcome)
-        return outcome
+                ticket.done = True
+            return
+        actions = iter(outcome.actions)
+        for ticket in group:
+            ticket.outcome = CommitOutcome([next(actions) for _ in ticket.candidates], outcome.first_seq,
+                                           outcome.last_seq, outcome.rows)
+            for item, action in zip(ticket.candidates, ticket.outcome.actions, strict=True):
+                item.result.stored = True
+                item.result.action = action
+        try:
+            if outcome.last_seq is not None:
+                # A 200 promises "searchable": the projection and the tag index follow the commit now.
+                self.committer.sync_instances(outcome)
+                index_after_commit(self.tenant, outcome)
+        except Exception as exc:  # committed, but not yet searchable: every request of the round fails
+            for ticket in group:
+                ticket.error = exc
+            raise
+        finally:
+            for ticket in group:
+                ticket.done = True
 
     def _refuse_duplicates(self, prepared: list[_Prepared]) -> None:
         """Without replace: a part whose SOP instance exists with other bytes fails with 45070.

@@ -1,6 +1,9 @@
 """Find the current instances of a study, series or SOP instance, and open their stored bytes.
 
-Reads `instances` (the current version of every SOP instance) through delta-rs's own engine
+Locating reads the locator columns of `instances` (the current version of every SOP instance) from
+an in-memory snapshot that follows the table's log (`dicomlake.search.snapshot`): a lookup costs a
+filter over memory, not a scan of every data file the table has gathered. Metadata (the stored
+DICOM JSON, too large to hold for every instance) is read through delta-rs's own engine
 (`dicomlake.store.read.scan`), filtered by UID so the engine prunes files by their statistics.
 """
 
@@ -11,8 +14,11 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import polars as pl
+
 from dicomlake.dicom.uid import uid_problem
 from dicomlake.errors import DicomlakeError
+from dicomlake.search.snapshot import TableSnapshot
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 
@@ -78,6 +84,7 @@ class InstanceLocator:
     def __init__(self, tenant: TenantStore) -> None:
         self.tenant = tenant
         self._table = tenant.table("instances")
+        self._snapshot = TableSnapshot(tenant.table("instances"), tenant.lakehouse.filesystem(), _COLUMNS)
         self._lock = threading.Lock()
 
     def find(
@@ -95,10 +102,19 @@ class InstanceLocator:
             conditions.append(f"series_instance_uid = '{check_uid('SeriesInstanceUID', series)}'")
         if sop is not None:
             conditions.append(f"sop_instance_uid = '{check_uid('SOPInstanceUID', sop)}'")
-        columns = _COLUMNS + (["dicom_json"] if with_json else [])
-        with self._lock:  # one refresh and query at a time on the shared table object
-            self._table.update_incremental()
-            rows = scan(self._table, columns, where=" AND ".join(conditions)).to_pylist()
+        if with_json:
+            with self._lock:  # one refresh and query at a time on the shared table object
+                self._table.update_incremental()
+                where = " AND ".join(conditions)
+                rows = scan(self._table, [*_COLUMNS, "dicom_json"], where=where).to_pylist()
+        else:
+            self._snapshot.refresh()
+            match = pl.col("study_instance_uid") == study
+            if series is not None:
+                match &= pl.col("series_instance_uid") == series
+            if sop is not None:
+                match &= pl.col("sop_instance_uid") == sop
+            rows = self._snapshot.frame.filter(match).select(_COLUMNS).to_dicts()
         if not rows:
             level = "SOP instance" if sop else "series" if series else "study"
             raise NotFound(f"no such {level}")

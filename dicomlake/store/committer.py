@@ -32,6 +32,7 @@ from deltalake.exceptions import CommitFailedError
 
 from dicomlake.errors import DicomlakeError
 from dicomlake.store.blobs import fsync_path
+from dicomlake.store.compaction import FileCountGuard
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 from dicomlake.store.schemas import CHANGES, INSTANCES, QUARANTINE
@@ -102,6 +103,9 @@ class Committer:
     def __init__(self, tenant: TenantStore) -> None:
         self.tenant = tenant
         self._changes = tenant.table("changes")
+        self._instances: DeltaTable | None = None  # opened on the first sync_instances
+        # Many small commits from a long-lived committer (a STOW server): compact as it goes.
+        self._compaction = {"changes": FileCountGuard(), "instances": FileCountGuard()}
         self._current: dict[str, tuple[str, int] | None] = {}  # UID -> (sha256, seq) of current version
         self._replaced: dict[str, set[str]] = {}  # only for UIDs that had more than one version
         self._state_seq = 0
@@ -137,6 +141,17 @@ class Committer:
         if action == "update" and previous:
             self._replaced.setdefault(sop, set()).add(previous[0])
         self._current[sop] = None if action == "delete" else (sha, seq)  # type: ignore[assignment]
+
+    def sync_instances(self, just_committed: CommitOutcome | None = None) -> int:
+        """`sync_instances` for this committer's tenant, on tables it keeps open between calls."""
+        if self._instances is None:
+            self._instances = self.tenant.table("instances")
+        before = self._instances.version()
+        seq = sync_instances(self.tenant, just_committed, changes=self._changes, instances=self._instances)
+        moved = self._instances.version() != before
+        if moved and self._compaction["instances"].after_commit(self._instances):
+            make_durable(self._instances)
+        return seq
 
     def current_sha256(self, sop_instance_uid: str) -> str | None:
         self._refresh()
@@ -198,6 +213,8 @@ class Committer:
                 _backoff(attempt)
                 continue
             make_durable(self._changes)  # the table object now stands at exactly our commit
+            if self._compaction["changes"].after_commit(self._changes):
+                make_durable(self._changes)
             for row in rows:
                 self._apply(row["sop_instance_uid"], row["action"], row["sha256"], row["seq"])
             self._state_seq = new_last
@@ -266,17 +283,20 @@ def _plan_deletes(identities: Sequence[dict[str, Any]], source: str, current: Cu
 PROJECTION_WINDOW = 5000  # seqs per projection commit: bounds memory however far behind it is
 
 
-def sync_instances(tenant: TenantStore, just_committed: CommitOutcome | None = None) -> int:
+def sync_instances(tenant: TenantStore, just_committed: CommitOutcome | None = None, *,
+                   changes: DeltaTable | None = None, instances: DeltaTable | None = None) -> int:
     """Bring `instances` up to the latest seq of `changes`; return the seq it now reflects.
 
     `just_committed` (the outcome of the commit that just happened) lets the common case, a batch
     of creates right after the seq the projection reflects, append those rows without reading them
-    back from the feed.
+    back from the feed. A long-lived caller passes its own open `changes` / `instances` tables:
+    they are brought up to date incrementally instead of being opened (the whole log read) again.
     """
-    changes = tenant.table("changes")
+    changes = changes if changes is not None else tenant.table("changes")
+    instances = instances if instances is not None else tenant.table("instances")
     conflicts = 0
     while True:  # one window per pass; only conflicts count against the retry budget
-        instances = tenant.table("instances")
+        instances.update_incremental()
         applied = instances.transaction_version(PROJECTION_APP) or 0
         changes.update_incremental()
         latest = latest_seq(changes)

@@ -105,3 +105,53 @@ def test_put_file_copies_across_folders_and_is_idempotent(tmp_path):
     assert store.put_file("blobs/aa/z.dcm", staged, move=True) is True
     assert not staged.exists() and store.get("blobs/aa/z.dcm") == b"hello"
     assert not list(Path(store.staging_dir()).iterdir())
+
+
+def test_concurrent_requests_share_one_commit_round_and_each_is_searchable_on_return(tenant):
+    import threading
+    import time
+
+    store = InstanceStore(tenant)
+    studies = [uid() for _ in range(6)]
+    requests = [[instance(study) for _ in range(3)] for study in studies]
+    results: dict[int, tuple[object, int]] = {}
+
+    def send(index: int) -> None:
+        outcome = store.store([spooled(tenant, data) for data in requests[index]], source=f"r{index}")
+        visible = scan(tenant.table("instances"), ["sop_instance_uid"],
+                       where=f"study_instance_uid = '{studies[index]}'").num_rows
+        results[index] = (outcome, visible)
+
+    store._commit_lock.acquire()  # a commit in progress: every request queues behind it
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(store._queue) < len(requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(store._queue) == len(requests)
+    store._commit_lock.release()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    for index, (outcome, visible) in results.items():
+        assert outcome.http_status == 200 and [r.action for r in outcome.results] == ["create"] * 3
+        assert visible == 3  # committed and in `instances` before its own store returned
+        assert outcome.commit.first_seq == 1 and outcome.commit.last_seq == 18  # the one shared round
+    stow_commits = [h for h in tenant.table("changes").history() if h.get("operation") == "WRITE"]
+    assert len(stow_commits) == 1
+    sources = scan(tenant.table("changes"), ["source", "seq"], order_by="seq").column("source").to_pylist()
+    assert sorted(s.split("/")[0] for s in sources) == sorted(f"r{i}" for i in range(6) for _ in range(3))
+    assert scan(tenant.table("instances"), ["seq"]).num_rows == 18
+
+
+def test_a_failed_commit_round_fails_every_request_in_it(tenant, monkeypatch):
+    store = InstanceStore(tenant)
+
+    def refuse(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store.committer, "commit_versions", refuse)
+    outcome = store.store([spooled(tenant, instance(uid()))])
+    assert outcome.http_status == 409
+    assert outcome.results[0].error_code == "commit_failed" and outcome.results[0].failure_code == 272
