@@ -281,14 +281,16 @@ def multipart_stream(
     if min_chunk <= 0:
         yield from pieces
         return
-    buffer = bytearray()
+    gathered: list[bytes] = []
+    size = 0
     for piece in pieces:
-        buffer += piece
-        if len(buffer) >= min_chunk:
-            yield bytes(buffer)
-            buffer.clear()
-    if buffer:
-        yield bytes(buffer)
+        gathered.append(piece)
+        size += len(piece)
+        if size >= min_chunk:
+            yield b"".join(gathered)  # one copy of each byte
+            gathered, size = [], 0
+    if gathered:
+        yield b"".join(gathered)
 
 
 def _multipart_pieces(

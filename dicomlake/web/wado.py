@@ -163,6 +163,8 @@ async def retrieve(request: Request) -> Response:
         if len(instances) == 1 and needs_transcoding(instances[0], syntax):
             first = await run_in_threadpool(transcoded, tenant, instances[0], syntax)  # decode errors: 406
 
+    base = base_url(request)
+
     def parts() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
         for index, instance in enumerate(instances):
             if syntax == "*" or not needs_transcoding(instance, syntax):
@@ -171,7 +173,7 @@ async def retrieve(request: Request) -> Response:
                 handle = first if index == 0 and first is not None else transcoded(tenant, instance, syntax)
                 actual = syntax
             headers = {"Content-Type": f"{DICOM}; transfer-syntax={actual}",
-                       "Content-Location": instance_url(base_url(request), instance)}
+                       "Content-Location": instance_url(base, instance)}
             yield headers, _chunks(handle)
 
     boundary = new_boundary()
