@@ -134,7 +134,7 @@ def test_concurrent_requests_share_one_commit_round_and_each_is_searchable_on_re
     for thread in threads:
         thread.join(timeout=60)
 
-    for index, (outcome, visible) in results.items():
+    for outcome, visible in results.values():
         assert outcome.http_status == 200 and [r.action for r in outcome.results] == ["create"] * 3
         assert visible == 3  # committed and in `instances` before its own store returned
         assert outcome.commit.first_seq == 1 and outcome.commit.last_seq == 18  # the one shared round
