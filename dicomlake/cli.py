@@ -216,8 +216,10 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     purge = report["purge"]
     human = "\n".join(
         [
-            f"{t['table']:>14}: compacted {t['files_removed']} -> {t['files_added']} files, "
-            f"vacuumed {t['vacuumed']}"
+            f"{t['table']:>14}: "
+            + (f"compaction skipped ({t['busy']}), " if t["busy"] else
+               f"compacted {t['files_removed']} -> {t['files_added']} files, ")
+            + f"vacuumed {t['vacuumed']}"
             for t in report["tables"]
         ]
         + [

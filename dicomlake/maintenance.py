@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 
 from dicomlake.lifecycle import DEFAULT_RETENTION, PurgeSummary, purge_expired_blobs
-from dicomlake.store.compaction import compact
+from dicomlake.store.compaction import CompactionBusy, compact
 from dicomlake.store.lakehouse import TenantStore
 
 TABLES = (
@@ -30,6 +30,7 @@ class TableMaintenance:
     files_removed: int
     files_added: int
     vacuumed: int
+    busy: str | None = None  # why compaction was skipped: another process held the table's lease
 
 
 def maintain_tables(
@@ -40,7 +41,11 @@ def maintain_tables(
     for name in TABLES:
         table = tenant.table(name)
         version = table.version()
-        metrics = compact(table)
+        busy = None
+        try:
+            metrics = compact(table)
+        except CompactionBusy as exc:  # an online compaction runs: it leaves the same result
+            metrics, busy = {"numFilesRemoved": 0, "numFilesAdded": 0}, str(exc)
         table.create_checkpoint()
         vacuumed = table.vacuum(
             retention_hours=vacuum_retention_hours, dry_run=False, enforce_retention_duration=False
@@ -48,7 +53,7 @@ def maintain_tables(
         table.cleanup_metadata()
         results.append(
             TableMaintenance(
-                name, version, metrics["numFilesRemoved"], metrics["numFilesAdded"], len(vacuumed)
+                name, version, metrics["numFilesRemoved"], metrics["numFilesAdded"], len(vacuumed), busy
             )
         )
     return results

@@ -63,8 +63,9 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.uniform(0.5, 1.5))
 
 
-def make_durable(table: DeltaTable) -> None:
-    """fsync the table's latest commit (log entry, the data files it adds, their folders).
+def make_durable(table: DeltaTable, version: int | None = None) -> None:
+    """fsync the table's commit `version` (default: the latest): its log entry, the data files it
+    adds, their folders.
 
     delta-rs's local store renames files into place without fsync; the feed promises that a change
     it reported is on disk, and drop files are removed on that promise. Object stores need nothing.
@@ -73,7 +74,7 @@ def make_durable(table: DeltaTable) -> None:
     if not uri.startswith("file://"):
         return
     root = Path(unquote(uri.removeprefix("file://")))
-    entry = root / "_delta_log" / f"{table.version():020d}.json"
+    entry = root / "_delta_log" / f"{table.version() if version is None else version:020d}.json"
     touched = [entry]
     for line in entry.read_text().splitlines():
         add = json.loads(line).get("add")
@@ -149,8 +150,8 @@ class Committer:
         before = self._instances.version()
         seq = sync_instances(self.tenant, just_committed, changes=self._changes, instances=self._instances)
         moved = self._instances.version() != before
-        if moved and self._compaction["instances"].after_commit(self._instances):
-            make_durable(self._instances)
+        if moved and (compacted := self._compaction["instances"].after_commit(self._instances)) is not None:
+            make_durable(self._instances, compacted)
         return seq
 
     def current_sha256(self, sop_instance_uid: str) -> str | None:
@@ -213,8 +214,8 @@ class Committer:
                 _backoff(attempt)
                 continue
             make_durable(self._changes)  # the table object now stands at exactly our commit
-            if self._compaction["changes"].after_commit(self._changes):
-                make_durable(self._changes)
+            if (compacted := self._compaction["changes"].after_commit(self._changes)) is not None:
+                make_durable(self._changes, compacted)
             for row in rows:
                 self._apply(row["sop_instance_uid"], row["action"], row["sha256"], row["seq"])
             self._state_seq = new_last
