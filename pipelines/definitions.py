@@ -16,6 +16,7 @@ from assets import ALL_ASSETS, ALL_CHECKS
 from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT
 from pipelines.cohorts import cohort_definitions
 from pipelines.dicomcast import dicomcast_definitions
+from pipelines.export import export_definitions
 from pipelines.jobs import ingest_job, levels_job, observe_change_feed_job
 from pipelines.maintenance import maintenance_job, maintenance_schedule
 from pipelines.sensors import TENANT_TAG, drop_folder_sensor
@@ -81,8 +82,9 @@ def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The project's definitions; `resources` replaces the environment-derived ones (tests)."""
     resources = dict(resources) if resources is not None else resources_for()
     tenant = resources["lakehouse"].tenant
-    # + DICOMcast (group fhir), + dbt marts and saved cohorts (group cohorts)
-    return dg.Definitions.merge(dicomcast_definitions(), cohort_definitions(), dg.Definitions(
+    # + DICOMcast (group fhir), + dbt marts and saved cohorts (group cohorts), + ML exports (group export)
+    extras = (dicomcast_definitions(), cohort_definitions(), export_definitions())
+    return dg.Definitions.merge(*extras, dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[ingest_job, levels_job, observe_change_feed_job, maintenance_job, reindex_query_tags],

@@ -92,14 +92,15 @@ def _source(tenant: TenantStore, blob_key: str) -> str | bytes:
 
 def _decode_task(task: tuple[dict[str, Any], bool]) -> tuple[str, Any]:
     """('ok', rows) | ('skipped', reason) | ('failed', error) for one instance."""
-    from dicomlake.export.parquet import decode_instance, rows_of
+    from dicomlake.export.decode import decode_row
+    from dicomlake.export.parquet import rows_of
 
     row, per_frame = task
     assert _worker_tenant is not None
     if not row["rows"] or not row["columns"]:
         return "skipped", "the instance has no pixel data"
     try:
-        decoded = decode_instance(_source(_worker_tenant, row["blob_key"]))
+        decoded = decode_row(row, _source(_worker_tenant, row["blob_key"]))
         return "ok", rows_of(decoded, row["sha256"], per_frame)
     except Exception as exc:  # any decoder failure is recorded per instance
         return "failed", f"{type(exc).__name__}: {exc}"

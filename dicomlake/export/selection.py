@@ -15,15 +15,18 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from dicomlake.export.decode import METADATA_COLUMNS, PIXEL_COLUMNS
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.store.read import scan
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SEARCH_PAGE = 10_000
-COLUMNS = [
+_KEYS = [
     "study_instance_uid", "series_instance_uid", "sop_instance_uid", "blob_key", "sha256", "rows",
     "columns", "number_of_frames", "modality",
 ]  # fmt: skip
+# Plus what the decoder takes from the row instead of parsing the header again.
+COLUMNS = _KEYS + [c for c in (*METADATA_COLUMNS, *PIXEL_COLUMNS) if c not in _KEYS]
 
 
 class SelectionError(ValueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,7 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from dicomlake.errors import InvalidQuery
 from dicomlake.store.lakehouse import Lakehouse
-from dicomlake.web import changefeed, openapi, qido, stow, tags, wado
+from dicomlake.web import changefeed, export, openapi, operations, qido, stow, tags, wado
 from dicomlake.web.auth import AuthConfig, AuthMiddleware
 from dicomlake.web.middleware import RequestContextMiddleware, json_gzip
 from dicomlake.web.responses import error_response
@@ -34,10 +35,12 @@ from dicomlake.web.responses import error_response
 # One entry per feature module (each has ROUTES, relative to the DICOMweb base); a new feature is
 # one import and one entry here. Routes of the same path and other methods coexist (GET QIDO and
 # POST STOW on /studies; GET WADO and DELETE on /studies/{study}).
-FEATURES = [qido, changefeed, tags, stow, wado]
+FEATURES = [qido, changefeed, tags, operations, export, stow, wado]
 
 ENV_NO_AUTH = "DICOMLAKE_WEB_NO_AUTH"  # set by `dicomlake serve --no-auth` for its workers
 ENV_CORS = "DICOMLAKE_WEB_CORS_ORIGINS"  # space-separated origins
+ENV_EXPORT_ROOT = "DICOMLAKE_WEB_EXPORT_ROOT"  # local folder of POST /export outputs (a subfolder per tenant)
+ENV_EXPORT_WORKERS = "DICOMLAKE_WEB_EXPORT_WORKERS"  # decoder processes of one export (default 1)
 TENANT_BASE = "/tenants/{tenant}/dicomweb"
 DEFAULT_BASE = "/dicomweb"
 
@@ -77,9 +80,12 @@ def build_app(
     auth: AuthConfig | None = None,
     cors_origins: Sequence[str] = (),
     gzip_minimum_size: int = 1024,
+    export_root: str | Path | None = None,
+    export_workers: int = 1,
 ) -> Starlette:
     """The app over `lakehouse`. `auth=None` means tokens from the lakehouse (the secure default);
-    only `AuthConfig(disabled=True)` turns authentication off (local development)."""
+    only `AuthConfig(disabled=True)` turns authentication off (local development). POST /export
+    writes under `export_root`/<tenant>/ (default: <tenant>/exports/ of a local lakehouse)."""
     auth = auth if auth is not None else AuthConfig.for_lakehouse(lakehouse)
     dicomweb = dicomweb_routes()
     routes: list[BaseRoute] = [
@@ -108,6 +114,8 @@ def build_app(
     app.state.lakehouse = lakehouse
     app.state.search_indexes = {}
     app.state.auth = auth
+    app.state.export_root = str(export_root) if export_root else None
+    app.state.export_workers = max(1, int(export_workers))
     return app
 
 
@@ -116,4 +124,6 @@ def app_from_environment() -> Starlette:
     """The app `dicomlake serve` runs in each worker: root from DICOMLAKE_ROOT, settings from the CLI."""
     auth = AuthConfig(disabled=True) if os.environ.get(ENV_NO_AUTH) == "1" else None
     origins = os.environ.get(ENV_CORS, "").split()
-    return build_app(Lakehouse(), auth, cors_origins=origins)
+    return build_app(Lakehouse(), auth, cors_origins=origins,
+                     export_root=os.environ.get(ENV_EXPORT_ROOT) or None,
+                     export_workers=int(os.environ.get(ENV_EXPORT_WORKERS) or 1))

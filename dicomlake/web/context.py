@@ -7,8 +7,9 @@ any handler runs (when auth is disabled for local development, a principal allow
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,8 +20,11 @@ from dicomlake.store.lakehouse import DEFAULT_TENANT, Lakehouse, TenantStore
 if TYPE_CHECKING:
     from dicomlake.search import SearchIndex
 
-# read: QIDO, WADO, change feed; write: STOW; delete: DELETE; admin: extended query tags, operations.
-PERMISSIONS = ("read", "write", "delete", "admin")
+# read: QIDO, WADO, change feed; write: STOW; delete: DELETE; export: POST /export and its operations
+# (bulk copies of the tenant's data to the server's export folder); admin: everything, including
+# extended query tags and every operation.
+MAX_BODY = 1 << 20  # JSON request bodies
+PERMISSIONS = ("read", "write", "delete", "export", "admin")
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,19 @@ def dicomweb_base(request: Request) -> str:
     app_root = scope.get("app_root_path", scope.get("root_path", ""))
     mounted = scope.get("root_path", "")[len(app_root):]
     return str(request.base_url).rstrip("/") + mounted
+
+
+async def json_body(request: Request) -> Any:
+    """The JSON body of a request: 415 unless application/json, 413 past MAX_BODY, 400 when not JSON."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(415, "send application/json")
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY:
+        raise HTTPException(413, f"the body must be at most {MAX_BODY} bytes")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise HTTPException(413, "request body too large")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise HTTPException(400, "the body is not valid JSON") from None

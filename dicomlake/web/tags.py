@@ -8,6 +8,7 @@
     DELETE {base}/extendedquerytags/{tagPath}        204
     GET    {base}/extendedquerytags/{tagPath}/errors [error, ...]
     GET    {base}/operations/{id}                    202 + Location while running, 200 when done
+                                                     (dicomlake.web.operations)
 
 A tag: {"path", "vr", "privateCreator" (private tags), "level" (Study | Series | Instance),
 "status" (Adding | Ready | Deleting), "queryStatus" (Enabled | Disabled), "errors": {"count",
@@ -19,7 +20,6 @@ endpoint here needs the admin permission.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -32,11 +32,9 @@ from starlette.routing import Route
 from dicomlake import tags
 from dicomlake.errors import InvalidQueryTag, QueryTagNotFound
 from dicomlake.store.lakehouse import TenantStore
-from dicomlake.web.context import dicomweb_base, tenant_of
+from dicomlake.web.context import dicomweb_base, json_body, tenant_of
 from dicomlake.web.responses import json_bytes, json_response
 
-MAX_BODY = 1 << 20
-_STATES = {"running": "Running", "succeeded": "Completed", "failed": "Failed", "interrupted": "Failed"}
 _ADD_FIELDS = {"path": "tag", "vr": "vr", "privatecreator": "private_creator", "level": "level"}
 
 
@@ -75,21 +73,6 @@ def _with_operation(
         return None
     running = running if running is not None else _running_operations(tenant)
     return running.get(tag.key) or running.get("*")
-
-
-async def _json_body(request: Request) -> Any:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise HTTPException(415, "send application/json")
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY:
-        raise HTTPException(413, f"the body must be at most {MAX_BODY} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, "request body too large")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise HTTPException(400, "the body is not valid JSON") from None
 
 
 def _spec(item: Any) -> dict[str, Any]:
@@ -145,7 +128,7 @@ async def add_tags(request: Request) -> Response:
       400: {description: an invalid tag}
       409: {description: a tag that exists already or is built in}
     """
-    items = await _json_body(request)
+    items = await json_body(request)
     operation, href = await run_in_threadpool(_add, request, items)
     return json_response(json_bytes({"id": operation, "href": href}), status=202, headers={"Location": href})
 
@@ -249,7 +232,7 @@ async def update_tag(request: Request) -> Response:
       400: {description: a bad body}
       404: {description: no such tag}
     """
-    body = await _json_body(request)
+    body = await json_body(request)
     return json_response(await run_in_threadpool(_one, request, "patch", body))
 
 
@@ -278,47 +261,6 @@ async def tag_errors(request: Request) -> Response:
     return json_response(await run_in_threadpool(_one, request, "errors"))
 
 
-def _operation(request: Request) -> tuple[int, bytes, str]:
-    tenant = tenant_of(request, "admin")
-    operation_id = request.path_params["operation_id"]
-    try:
-        status = tags.operation_status(tenant, operation_id)
-    except tags.OperationNotFound:
-        raise HTTPException(404, "no such operation") from None
-    base = dicomweb_base(request)
-    keys = status.get("keys")
-    resources = [f"{base}/extendedquerytags/{quote(k, safe='')}" for k in keys] if keys else []
-    body = {
-        "operationId": status["id"],
-        "type": "Reindex",
-        "createdTime": status["started_at"],
-        "lastUpdatedTime": status.get("updated_at") or status["started_at"],
-        "status": _STATES.get(status["state"], "Failed"),
-        "percentComplete": int(status.get("percent") or 0),
-        "resources": resources,
-    }
-    if status.get("error"):
-        body["error"] = status["error"]
-    elif status["state"] == "interrupted":
-        body["error"] = "the process running the operation stopped; add the tags' reindex again"
-    href = f"{base}/operations/{status['id']}"
-    return (202 if status["state"] == "running" else 200), json_bytes(body), href
-
-
-async def get_operation(request: Request) -> Response:
-    """A long-running operation (a reindex): 202 with Location while it runs, 200 once done.
-    ---
-    responses:
-      200: {description: '{operationId, type, createdTime, lastUpdatedTime, status (Completed |
-            Failed), percentComplete, resources}'}
-      202: {description: the operation is running (status Running)}
-      404: {description: no such operation}
-    """
-    code, body, href = await run_in_threadpool(_operation, request)
-    headers = {"Location": href} if code == 202 else None
-    return json_response(body, status=code, headers=headers)
-
-
 ROUTES = [
     Route("/extendedquerytags", add_tags, methods=["POST"]),
     Route("/extendedquerytags", list_tags, methods=["GET"]),
@@ -326,5 +268,4 @@ ROUTES = [
     Route("/extendedquerytags/{tag_path}", get_tag, methods=["GET"]),
     Route("/extendedquerytags/{tag_path}", update_tag, methods=["PATCH"]),
     Route("/extendedquerytags/{tag_path}", delete_tag, methods=["DELETE"]),
-    Route("/operations/{operation_id}", get_operation, methods=["GET"]),
 ]

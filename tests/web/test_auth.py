@@ -51,7 +51,7 @@ CROSS_TENANT = [
     ("GET", f"/studies/{STUDY['A']}/series/{SERIES['A1']}/instances"),
     ("GET", "/changefeed"), ("GET", "/changefeed/latest"),
     ("DELETE", f"/studies/{STUDY['C']}"), ("GET", "/extendedquerytags"), ("POST", "/extendedquerytags"),
-    ("GET", "/operations/0123abcd"),
+    ("GET", "/operations/0123abcd"), ("POST", "/export"),
 ]
 
 
