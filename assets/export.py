@@ -35,9 +35,11 @@ class ExportConfig(dg.Config):
     filters: dict[str, str] = Field(default={}, description="QIDO-RS instance filters, e.g. {Modality: CT}.")
     cohort: str | None = Field(default=None, description="A cohort definition file or question.")
     as_of: str | None = Field(default=None, description="With cohort: the day ages count from.")
-    format: str = Field(default="parquet", description="parquet or dicom.")
+    format: str = Field(default="parquet", description="parquet, dicom, nifti or png.")
     per_frame: bool = Field(default=False, description="parquet: one row per frame.")
-    deid: bool = Field(default=False, description="dicom: de-identified copies (PS3.15 E.1).")
+    deid: bool = Field(
+        default=False, description="De-identified (PS3.15 E.1): dicom copies; the others' UIDs, IDs, dates."
+    )
     project_key_env: str = Field(default=DEID_KEY_ENV, description="Environment variable of the de-id key.")
     destination: str | None = Field(
         default=None, description="Output folder (default <tenant>/exports/<partition> of a local lakehouse)."

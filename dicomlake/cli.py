@@ -117,8 +117,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         summary = export(_tenant(args), selection, args.out, args.format, per_frame=args.per_frame,
-                         deid_options=deid_options, workers=args.workers, progress=progress,
-                         chunk_instances=args.chunk_instances)  # fmt: skip
+                         deid_options=deid_options, png_bits=args.png_bits, workers=args.workers,
+                         progress=progress, chunk_instances=args.chunk_instances)  # fmt: skip
     finally:
         if bar:
             bar.close()
@@ -687,7 +687,8 @@ def _add_fhir_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    export = commands.add_parser("export", parents=[common], help="export for AI/ML: Parquet or DICOM")
+    export = commands.add_parser("export", parents=[common],
+                                 help="export for AI/ML: Parquet, DICOM, NIfTI or PNG")  # fmt: skip
     what = export.add_mutually_exclusive_group(required=True)
     what.add_argument("--study", nargs="+", default=[], metavar="UID",
                       help="study UIDs (or study/series/sop)")
@@ -696,10 +697,15 @@ def _add_export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                       help="QIDO-RS instance filter, e.g. -f Modality=CT")
     what.add_argument("--cohort", metavar="QUESTION_OR_FILE", help="a cohort question or definition file")
     export.add_argument("--as-of", metavar="DATE", help="with --cohort: the day ages count from")
-    export.add_argument("--format", choices=["parquet", "dicom"], required=True)
-    export.add_argument("--out", required=True, help="output folder (rerun into it to resume)")
+    export.add_argument("--format", choices=["parquet", "dicom", "nifti", "png"], required=True,
+                        help="parquet tensors, DICOM files, one NIfTI volume per series, one PNG per frame")
+    export.add_argument("--out", required=True,
+                        help="output folder or s3://bucket/prefix (AWS_* settings); rerun into it to resume")
     export.add_argument("--per-frame", action="store_true", help="parquet: one row per frame")
-    export.add_argument("--deid", action="store_true", help="dicom: de-identified copies (PS3.15 E.1)")
+    export.add_argument("--png-bits", type=int, choices=[8, 16], default=8,
+                        help="png: 8 = windowed for display (default), 16 = stored values, no window")
+    export.add_argument("--deid", action="store_true",
+                        help="de-identify (PS3.15 E.1): dicom copies; UIDs, PatientID, dates elsewhere")
     export.add_argument("--project-key-env", metavar="VAR", help="environment variable holding the de-id key")
     export.add_argument("--workers", type=int, default=1, help="decoder processes")
     export.add_argument("--chunk-instances", type=int, default=256,

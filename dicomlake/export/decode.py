@@ -40,7 +40,8 @@ _LONG_VRS = frozenset(
 )
 # The metadata columns of a Parquet row, read from the `instances` row of the same name.
 METADATA_COLUMNS = (
-    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "patient_age", "patient_sex",
+    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "patient_id", "study_date",
+    "patient_age", "patient_sex",
     "modality", "body_part_examined", "pixel_spacing", "image_orientation_patient", "image_position_patient",
     "rescale_slope", "rescale_intercept", "window_center", "window_width", "photometric_interpretation",
     "bits_allocated", "bits_stored", "rows", "columns",
@@ -141,4 +142,6 @@ def decode_row(row: dict[str, Any], source: str | bytes) -> Decoded:
     frames = int(row.get("number_of_frames") or 1)
     metadata = {name: row.get(name) for name in METADATA_COLUMNS}
     metadata["number_of_frames"] = frames
+    if metadata["study_date"] is not None:  # a date in the table; the DICOM DA text in the export
+        metadata["study_date"] = metadata["study_date"].strftime("%Y%m%d")
     return Decoded(metadata, np.ascontiguousarray(pixels), frames)

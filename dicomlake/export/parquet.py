@@ -42,19 +42,24 @@ def _floats(value: Any) -> list[float] | None:
     return [float(v) for v in (value if many else [value])]
 
 
-def decode_instance(source: str | bytes) -> Decoded:
-    """Parse and decode one Part-10 file (a path or its bytes) through pydicom's pixel backends."""
+def decode_instance(source: str | bytes, deid: Any = None) -> Decoded:
+    """Parse and decode one Part-10 file (a path or its bytes) through pydicom's pixel backends.
+
+    With `deid` (a dicomlake.deid.Deidentifier) every metadata value is read from the de-identified
+    dataset (dicomlake.export.identity); the pixels are the same either way.
+    """
     import pydicom
+
+    from dicomlake.export.identity import header, identity
 
     ds = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
     if "PixelData" not in ds:
         raise ValueError("the instance has no pixel data")
     pixels = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    ds = header(ds, deid)
     metadata = {
-        "study_instance_uid": str(ds.StudyInstanceUID),
-        "series_instance_uid": str(ds.SeriesInstanceUID),
-        "sop_instance_uid": str(ds.SOPInstanceUID),
+        **identity(ds),
         "patient_age": str(ds.get("PatientAge", "") or "") or None,
         "patient_sex": str(ds.get("PatientSex", "") or "") or None,
         "modality": str(ds.get("Modality", "") or "") or None,
@@ -79,6 +84,7 @@ def decode_instance(source: str | bytes) -> Decoded:
 METADATA_SCHEMA = pa.schema([
     ("study_instance_uid", pa.string()), ("series_instance_uid", pa.string()),
     ("sop_instance_uid", pa.string()), ("frame_number", pa.int32()), ("sha256", pa.string()),
+    ("patient_id", pa.string()), ("study_date", pa.string()),
     ("patient_age", pa.string()), ("patient_sex", pa.string()), ("modality", pa.string()),
     ("body_part_examined", pa.string()), ("pixel_spacing", pa.list_(pa.float64())),
     ("image_orientation_patient", pa.list_(pa.float64())), ("image_position_patient", pa.list_(pa.float64())),

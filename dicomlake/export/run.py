@@ -1,5 +1,9 @@
 """Run an export: resolve the selection, write files chunk by chunk, record progress, write the manifest.
 
+Formats: `parquet` (parquet.py), `dicom` (copies, or de-identified copies), `nifti` (nifti.py, one
+volume per series; a chunk never splits a series) and `png` (png.py, one file per frame). The
+destination is a folder or an s3:// prefix (destination.py).
+
 Resume: `progress.json` (written atomically after every chunk's files) holds the selection, the
 pinned `instances` version, the files written and every instance done (exported, skipped or
 failed). A rerun into the same folder re-resolves the selection at that same version, drops files
@@ -11,18 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicomlake.export.destination import Destination
 from dicomlake.export.selection import ResolvedSelection, Selection, resolve
 from dicomlake.store.lakehouse import Lakehouse, TenantStore
 
-FORMATS = ("parquet", "dicom")
+FORMATS = ("parquet", "dicom", "nifti", "png")
+FILE_PATTERNS = {"parquet": "*/*.parquet", "dicom": "*/*/*.dcm", "nifti": "*/*.nii.gz", "png": "*/*/*.png"}
 CHUNK_INSTANCES = 256
 PROGRESS = "progress.json"
 MANIFEST = "manifest.json"
@@ -45,15 +51,6 @@ class ExportSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 def _sha256_file(path: Path) -> str:
@@ -90,28 +87,93 @@ def _source(tenant: TenantStore, blob_key: str) -> str | bytes:
     return str(local) if local is not None else tenant.blobs.get(blob_key)
 
 
-def _decode_task(task: tuple[dict[str, Any], bool]) -> tuple[str, Any]:
+def _decode_task(task: tuple[dict[str, Any], bool, Any]) -> tuple[str, Any]:
     """('ok', rows) | ('skipped', reason) | ('failed', error) for one instance."""
     from dicomlake.export.decode import decode_row
-    from dicomlake.export.parquet import rows_of
+    from dicomlake.export.parquet import decode_instance, rows_of
 
-    row, per_frame = task
+    row, per_frame, deid = task
     assert _worker_tenant is not None
     if not row["rows"] or not row["columns"]:
         return "skipped", "the instance has no pixel data"
     try:
-        decoded = decode_row(row, _source(_worker_tenant, row["blob_key"]))
-        return "ok", rows_of(decoded, row["sha256"], per_frame)
+        if deid is None:  # metadata from the row, pixels by the fast path where it applies
+            decoded = decode_row(row, _source(_worker_tenant, row["blob_key"]))
+            return "ok", rows_of(decoded, row["sha256"], per_frame)
+        # De-identified metadata comes from the de-identified dataset: the whole header is parsed.
+        decoded = decode_instance(_source(_worker_tenant, row["blob_key"]), deid)
+        # De-identified rows do not carry the source file's hash: it would link them back.
+        return "ok", rows_of(decoded, None, per_frame)
     except Exception as exc:  # any decoder failure is recorded per instance
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
-def _parquet_task(task: tuple[list[dict[str, Any]], bool, str, str]) -> tuple[list, list[dict]]:
+SliceTask = tuple[list[dict[str, Any]], dict[str, Any], str, str]  # rows, options, out, file name
+
+
+def _parquet_task(task: SliceTask) -> tuple[list, list[dict]]:
     """Decode a slice of a chunk and write its files in the worker: no pixels cross processes."""
-    rows, per_frame, out, name = task
-    results = [_decode_task((row, per_frame)) for row in rows]
+    from dicomlake.export.identity import deidentifier
+
+    rows, options, out, name = task
+    deid = deidentifier(options["deid"])
+    results = [_decode_task((row, options["per_frame"], deid)) for row in rows]
     files = _write_parquet_files(Path(out), name, results)
     return [(status, None if status == "ok" else value) for status, value in results], files
+
+
+def _read(row: dict[str, Any]) -> Any:
+    import pydicom
+
+    assert _worker_tenant is not None
+    source = _source(_worker_tenant, row["blob_key"])
+    return pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def _nifti_task(task: SliceTask) -> tuple[list, list[dict]]:
+    """One volume per series of the slice (whole series only); every instance shares its series' status."""
+    from dicomlake.export.identity import deidentifier
+    from dicomlake.export.nifti import NotAVolume, export_series
+
+    rows, options, out, _ = task
+    deid = deidentifier(options["deid"])
+    results: list[tuple[str, Any]] = []
+    files = []
+    for _, group in itertools.groupby(rows, key=_series_key):
+        series = list(group)
+        try:
+            files.append(export_series([_read(row) for row in series], Path(out), deid))
+            status, value = "ok", None
+        except NotAVolume as exc:
+            status, value = "skipped", f"the series is not one regular volume: {exc}"
+        except Exception as exc:  # recorded for the series' instances, not fatal
+            status, value = "failed", f"{type(exc).__name__}: {exc}"
+        results += [(status, value)] * len(series)
+    return results, files
+
+
+def _png_task(task: SliceTask) -> tuple[list, list[dict]]:
+    """One PNG per frame of each instance of the slice."""
+    from dicomlake.export.identity import deidentifier
+    from dicomlake.export.png import export_instance
+
+    rows, options, out, _ = task
+    deid = deidentifier(options["deid"])
+    results: list[tuple[str, Any]] = []
+    files = []
+    for row in rows:
+        if not row["rows"] or not row["columns"]:
+            results.append(("skipped", "the instance has no pixel data"))
+            continue
+        try:
+            files += export_instance(_read(row), Path(out), options["png_bits"], deid)
+            results.append(("ok", None))
+        except Exception as exc:  # recorded per instance, not fatal
+            results.append(("failed", f"{type(exc).__name__}: {exc}"))
+    return results, files
+
+
+SLICE_TASKS = {"parquet": _parquet_task, "nifti": _nifti_task, "png": _png_task}
 
 
 def _dicom_task(task: tuple[dict[str, Any], str, Any]) -> tuple[str, Any]:
@@ -140,13 +202,30 @@ def _dicom_task(task: tuple[dict[str, Any], str, Any]) -> tuple[str, Any]:
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
-def _identifier(row: dict[str, Any]) -> str:
-    return f"{row['study_instance_uid']}/{row['series_instance_uid']}/{row['sop_instance_uid']}"
+def _identifier(row: dict[str, Any], deid: Any = None) -> str:
+    """study/series/sop of `row`; de-identified exports name instances by their replacement UIDs."""
+    uids = [row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]]
+    return "/".join(deid.map_uid(uid) for uid in uids) if deid is not None else "/".join(uids)
 
 
-def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _series_key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["study_instance_uid"], row["series_instance_uid"]
+
+
+def _chunks(rows: list[dict[str, Any]], size: int, whole_series: bool = False) -> Iterator[list[dict]]:
+    """Batches of up to `size` rows (rows come sorted by series); `whole_series`: never split a series."""
+    if whole_series:
+        units = [list(group) for _, group in itertools.groupby(rows, key=_series_key)]
+    else:
+        units = [[row] for row in rows]
+    batch: list[dict[str, Any]] = []
+    for unit in units:
+        if batch and len(batch) + len(unit) > size:
+            yield batch
+            batch = []
+        batch += unit
+    if batch:
+        yield batch
 
 
 def export(
@@ -157,41 +236,57 @@ def export(
     *,
     per_frame: bool = False,
     deid_options: Any = None,
+    png_bits: int = 8,
+    storage_options: Mapping[str, str] | None = None,
     workers: int = 1,
     chunk_instances: int = CHUNK_INSTANCES,
     progress: ProgressCallback | None = None,
 ) -> ExportSummary:
-    """Export `selection` to folder `out` in `fmt`; resumes an interrupted export into the same folder.
+    """Export `selection` to `out` (a folder or s3://bucket/prefix) in `fmt`; resumes an interrupted
+    export into the same place.
 
-    `deid_options` (a dicomlake.deid.DeidOptions) de-identifies `dicom` copies; Parquet metadata
-    columns are read from the original instances, so Parquet export refuses it.
+    `deid_options` (a dicomlake.deid.DeidOptions) de-identifies: `dicom` copies are de-identified
+    files; the other formats take their UIDs (paths, columns, manifest), PatientID and StudyDate
+    from the de-identified header (dicomlake.export.identity). `png_bits`: 8 (windowed) or 16
+    (stored values). `storage_options` for an s3:// `out`: delta-rs style AWS_* keys (default: the
+    environment's, as for the lakehouse).
     """
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {FORMATS}, not {fmt!r}")
-    if deid_options is not None and fmt != "dicom":
-        raise ExportError("--deid is supported for the dicom format only (so far)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    deid_record = None
-    if deid_options is not None:
-        from dicomlake.deid import Deidentifier
+    if png_bits not in (8, 16):
+        raise ExportError(f"PNG bits are 8 or 16, not {png_bits}")
+    dest = Destination(out, storage_options)
+    try:
+        return _export(tenant, selection, dest, fmt, per_frame, deid_options, png_bits, workers,
+                       chunk_instances, progress)  # fmt: skip
+    finally:
+        dest.close()
 
-        deid_record = Deidentifier(deid_options).describe()
-    state_path = out / PROGRESS
+
+def _export(
+    tenant: TenantStore, selection: Selection, dest: Destination, fmt: str, per_frame: bool,
+    deid_options: Any, png_bits: int, workers: int, chunk_instances: int, progress: ProgressCallback | None,
+) -> ExportSummary:  # fmt: skip
+    out = dest.staging
+    from dicomlake.export.identity import deidentifier
+
+    deid = deidentifier(deid_options)
+    deid_record = deid.describe() if deid is not None else None
     settings = {"selection": selection.describe(), "format": fmt, "per_frame": per_frame,
                 "tenant": tenant.name, "deid": deid_record}  # fmt: skip
-    state: dict[str, Any]
-    if state_path.exists():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+    if fmt == "png":
+        settings["png_bits"] = png_bits
+    state: dict[str, Any] | None = dest.read_json(PROGRESS)
+    if state is not None:
         if state["settings"] != settings:
-            raise ExportError(f"{out} holds a different export ({state['settings']}); use another folder")
+            raise ExportError(f"{dest.url} holds a different export ({state['settings']}); use another place")
         resolved = resolve(tenant, selection, version=state["instances_version"])
     else:
         resolved = resolve(tenant, selection)
         state = {"settings": settings, "instances_version": resolved.instances_version,
                  "feed_seq": resolved.feed_seq, "chunks": 0, "files": [], "done": {},
                  "errors": []}  # fmt: skip
-    _drop_unrecorded(out, state, fmt)
+    dest.drop_unrecorded({f["path"] for f in state["files"]}, FILE_PATTERNS[fmt])
     rows = [r for r in resolved.instances.to_pylist() if r["sop_instance_uid"] not in state["done"]]
     total = resolved.instances.num_rows
     if progress:
@@ -201,20 +296,20 @@ def export(
         initargs=(tenant.lakehouse.root, dict(tenant.storage_options or {}), tenant.name),
     )  # fmt: skip
     slices = max(1, workers)
+    options = {"per_frame": per_frame, "deid": deid_options, "png_bits": png_bits}
 
     def submit(chunk: list[dict[str, Any]], index: int) -> Iterator[tuple[list, list[dict]]]:
         # Executor.map submits every task at once: the next chunk decodes while this one finishes.
-        if fmt == "parquet":
-            size = -(-len(chunk) // slices)
-            parts = [chunk[i : i + size] for i in range(0, len(chunk), size)]
-            tasks = [(part, per_frame, str(out), f"{index:05d}-{n}") for n, part in enumerate(parts)]
-            return pool.map(_parquet_task, tasks)
+        if fmt in SLICE_TASKS:
+            parts = _chunks(chunk, -(-len(chunk) // slices), whole_series=fmt == "nifti")
+            tasks = [(part, options, str(out), f"{index:05d}-{n}") for n, part in enumerate(parts)]
+            return pool.map(SLICE_TASKS[fmt], tasks)
         copies = pool.map(_dicom_task, [(r, str(out), deid_options) for r in chunk],
                           chunksize=max(1, len(chunk) // 8))  # fmt: skip
         return iter([(copies, [])])
 
     try:
-        chunks = list(_chunks(rows, chunk_instances))
+        chunks = list(_chunks(rows, chunk_instances, whole_series=fmt == "nifti"))
         # Two chunks in flight: workers never wait for the slowest slice of the current one.
         pending = [submit(chunk, state["chunks"] + n) for n, chunk in enumerate(chunks[:2])]
         for number, chunk in enumerate(chunks):
@@ -230,15 +325,17 @@ def export(
             for row, (status, value) in zip(chunk, results, strict=True):
                 state["done"][row["sop_instance_uid"]] = "exported" if status == "ok" else status
                 if status != "ok":
-                    state["errors"].append({"identifier": _identifier(row), "status": status, "error": value})
+                    error = {"identifier": _identifier(row, deid), "status": status, "error": value}
+                    state["errors"].append(error)
+            dest.publish(files)
             state["files"] += files
             state["chunks"] += 1
-            _write_json_atomic(state_path, state)
+            dest.write_json(PROGRESS, state)
             if progress:
                 progress(len(state["done"]), total)
     finally:
         pool.shutdown(cancel_futures=True)
-    return _finish(out, state, resolved, deid_record)
+    return _finish(dest, state, resolved)
 
 
 def _write_parquet_files(out: Path, name: str, results: list) -> list[dict]:
@@ -261,23 +358,11 @@ def _write_parquet_files(out: Path, name: str, results: list) -> list[dict]:
     return files
 
 
-def _drop_unrecorded(out: Path, state: dict[str, Any], fmt: str) -> None:
-    """Remove output files a killed run wrote after its last progress record (rewritten now)."""
-    recorded = {f["path"] for f in state["files"]}
-    pattern = "*/*.parquet" if fmt == "parquet" else "*/*/*.dcm"
-    for path in out.glob(pattern):
-        if str(path.relative_to(out)) not in recorded:
-            path.unlink()
-    for tmp in out.rglob("*.tmp"):
-        tmp.unlink()
-
-
-def _finish(out: Path, state: dict[str, Any], resolved: ResolvedSelection, deid: Any) -> ExportSummary:
+def _finish(dest: Destination, state: dict[str, Any], resolved: ResolvedSelection) -> ExportSummary:
+    """errors.jsonl, then the manifest: the last file written, so its presence means the export is whole."""
     done = list(state["done"].values())
     counts = {k: done.count(k) for k in ("exported", "skipped", "failed")}
-    with open(out / ERRORS, "w", encoding="utf-8") as handle:
-        for error in state["errors"]:
-            handle.write(json.dumps(error) + "\n")
+    dest.write_bytes(ERRORS, "".join(json.dumps(error) + "\n" for error in state["errors"]).encode())
     manifest = {
         **state["settings"],
         "selected": resolved.instances.num_rows,
@@ -288,5 +373,5 @@ def _finish(out: Path, state: dict[str, Any], resolved: ResolvedSelection, deid:
         "counts": counts,
         "errors_file": ERRORS,
     }
-    _write_json_atomic(out / MANIFEST, manifest)
-    return ExportSummary(str(out), str(out / MANIFEST), resolved.instances.num_rows, **counts)
+    dest.write_json(MANIFEST, manifest)
+    return ExportSummary(dest.url, dest.location(MANIFEST), resolved.instances.num_rows, **counts)

@@ -3,7 +3,7 @@
     {"source": {"type": "identifiers", "settings": {"values": ["<study>", "<study>/<series>",
                                                               "<study>/<series>/<sop>"]}},
      "destination": {"type": "folder", "settings": {"path": "cohort-a/run-1"}},
-     "format": "dicom" | "parquet", "deid": false, "perFrame": false}
+     "format": "dicom" | "parquet" | "nifti" | "png", "deid": false, "perFrame": false}
     -> 202 {"id", "href"}, Location: {base}/operations/{id}   (see dicomlake.web.operations)
 
 Sources: "identifiers" (Azure's; a value may also be written as a DICOMweb path,
@@ -11,8 +11,9 @@ Sources: "identifiers" (Azure's; a value may also be written as a DICOMweb path,
 parameters}}). Destination: only a folder of the server, named relative to the tenant's export
 root (`<export root>/<tenant>/<path>`; without a configured root, `<tenant>/exports/<path>` of a
 local lakehouse); absolute paths, `..` and hidden names are refused. Without a destination the
-folder is named after the operation id. Extensions: "format" (default dicom, as Azure), "deid"
-(de-identified DICOM copies; the server's key is $DICOMLAKE_EXPORT_DEID_KEY), "perFrame" (Parquet).
+folder is named after the operation id. Extensions: "format" (default dicom, as Azure; any format of
+dicomlake.export), "deid" (de-identified copies, or de-identified UIDs, PatientID and dates beside
+the pixels of the other formats; the server's key is $DICOMLAKE_EXPORT_DEID_KEY), "perFrame" (Parquet).
 Posting the same export into the same folder again resumes it. Field names are matched
 case-insensitively. Needs the export permission (or admin) in the tenant; only the tenant's own
 instances can be selected, and only its own export folder written.
@@ -31,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dicomlake.export.run import FORMATS as EXPORT_FORMATS
 from dicomlake.store.lakehouse import TenantStore
 from dicomlake.web.context import dicomweb_base, json_body, tenant_of
 from dicomlake.web.responses import json_bytes, json_response
@@ -39,7 +41,7 @@ ENV_DEID_KEY = "DICOMLAKE_EXPORT_DEID_KEY"
 MAX_IDENTIFIERS = 10_000
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_DEPTH = 8
-FORMATS = ("dicom", "parquet")
+FORMATS = ("dicom", *(f for f in EXPORT_FORMATS if f != "dicom"))  # dicom first: Azure's default
 
 
 def _fields(value: Any, what: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
@@ -127,8 +129,6 @@ def _start(request: Request, tenant: TenantStore, body: Any) -> tuple[str, str]:
         raise HTTPException(400, "perFrame is for the parquet format")
     deid_options = None
     if deid:
-        if fmt != "dicom":
-            raise HTTPException(400, "deid is supported for the dicom format")
         key = os.environ.get(ENV_DEID_KEY)
         if not key:
             raise HTTPException(409, f"de-identification is not configured on this server (${ENV_DEID_KEY})")
@@ -162,7 +162,7 @@ async def start(request: Request) -> Response:
               source: {type: object, description: '{type: identifiers, settings: {values:
                        [study[/series[/sop]]]}} or {type: query, settings: {filters: {QIDO-RS parameters}}}'}
               destination: {type: object, description: '{type: folder, settings: {path: relative name}}'}
-              format: {type: string, enum: [dicom, parquet], default: dicom}
+              format: {type: string, enum: [dicom, parquet, nifti, png], default: dicom}
               deid: {type: boolean, default: false}
               perFrame: {type: boolean, default: false}
     responses:

@@ -129,7 +129,7 @@ BAD_BODIES = [
     {"source": {"type": "query", "settings": {"filters": {"Modality": 3}}}},
     {"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}}, "surprise": True},
     {"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}}, "format": "tiff"},
-    {"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}}, "format": "parquet", "deid": True},
+    {"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}}, "format": "png", "perFrame": True},
     {"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}}, "perFrame": True},
     {"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}}, "deid": "yes"},
     *[{"source": {"type": "identifiers", "settings": {"values": ["1.2.3"]}},
