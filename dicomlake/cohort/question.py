@@ -12,7 +12,9 @@ How it reads a question:
    displays, texts) plus a synonym list ("heart attack" ~ myocardial infarction).
 2. What comes before the first patient description (a subject word, an age, a sex, a diagnosis) is
    what to return; imaging named there filters the returned studies ("CT scan documents" are the
-   documents of CT studies). After it, imaging is a criterion ("women who had a brain MR").
+   documents of CT studies), not the cohort: in the seed question the medications of every patient
+   over 45 with osteosarcoma are asked for, with or without a CT (`CohortResult.patients_with_studies`
+   says who has a returned study). After it, imaging is a criterion ("women who had a brain MR").
 3. A time window belongs to the nearest thing before it (a diagnosis, an imaging criterion, a
    returned collection), else to the next one.
 4. A negation ("without", "with no", "not", "no", "never", "excluding", "except", "but not",

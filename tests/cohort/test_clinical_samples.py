@@ -55,5 +55,6 @@ def test_the_seed_question_on_the_importers_samples(demo: DemoLake) -> None:
         ]
     )
     assert result.studies == ct
+    assert result.patients_with_studies == ["DL-000001"]  # DL-000003 is in the cohort, with no CT
     assert sorted(r["study_instance_uid"] for r in result.rows["reports"]) == ct
     assert sorted(d["study_instance_uid"] for d in result.rows["documents"]) == ct
