@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
 from dicomlake.cohort.saved import cohort_name, definition_files, materialize_cohort
 from dicomlake.sql.marts import PROJECT_DIR, dbt_vars
@@ -21,8 +27,15 @@ from resources import LakehouseResource
 
 DBT_PROJECT = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR)
 DEFAULT_COHORTS_DIR = Path(__file__).resolve().parent.parent / "cohorts"
-# The dbt sources that are tables other assets of this project write.
-UPSTREAM = {"studies": dg.AssetKey("studies"), "series": dg.AssetKey("series")}
+# The dbt sources that are tables other assets of this project write: the DICOM levels, and the
+# clinical views the FHIR import (assets.clinical) writes, so lineage shows FHIR -> marts -> cohorts.
+CLINICAL = dg.AssetKey("clinical_fhir")
+UPSTREAM = {
+    "studies": dg.AssetKey("studies"),
+    "series": dg.AssetKey("series"),
+    **{name: CLINICAL for name in ("patients", "conditions", "medications", "reports", "observations",
+                                   "encounters", "procedures", "documents", "imaging_studies")},
+}
 
 
 def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
@@ -49,7 +62,11 @@ class CohortTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(group_name="cohorts")
 
 
-@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=CohortTranslator(),
+# Several sources (the clinical views) are one asset: clinical_fhir.
+TRANSLATOR = CohortTranslator(DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True))
+
+
+@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR,
             name="cohort_marts")
 def cohort_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                  lakehouse: LakehouseResource) -> Iterator[Any]:
@@ -65,7 +82,7 @@ def saved_cohort_asset(path: Path) -> dg.AssetsDefinition:
     name = cohort_name(path)
 
     @dg.asset(name=f"cohort_{name}", group_name="cohorts", kinds={"python", "deltalake"},
-              deps=[UPSTREAM["studies"], UPSTREAM["series"]],
+              deps=[UPSTREAM["studies"], UPSTREAM["series"], CLINICAL],  # it reads the clinical views
               description=f"The saved cohort {path.name} as the tenant's Delta table cohort_{name}.")
     def saved_cohort(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
         saved = materialize_cohort(lakehouse.tenant_store(), path)

@@ -239,6 +239,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         DICOMLAKE_DROP_DIR=str(Path(args.drop).resolve()),
         DICOMLAKE_TENANT=args.tenant,
     )
+    # The clinical samples go beside the drop folder (the FHIR source of the clinical_fhir asset).
+    env.setdefault("DICOMLAKE_FHIR_DIR", str(Path(args.drop).resolve().parent / "clinical"))
     command = [sys.executable, "-m", "pipelines.demo", "--instances", str(args.instances)]
     if args.json:
         command.append("--json")
@@ -649,23 +651,19 @@ def cmd_fhir(args: argparse.Namespace) -> int:
         _print(args, payload, f"wrote {sum(summary.counts.values())} resources and {summary.invalid} "
                               f"invalid lines to {summary.dest}")
         return 0
-    from dicomlake.fhir.importer import ImportOptions, import_paths, import_server
+    from dicomlake.fhir.importer import ImportOptions, import_sources
 
     tenant = _tenant(args)
     options = ImportOptions(patient_identifier_system=args.patient_identifier_system)
     if not args.paths and not args.url:
         raise ValueError("give PATH... or --url")
-    results = []
-    if args.paths:
-        results.append(import_paths(tenant, args.paths, options))
-    if args.url:
-        token = os.environ.get(args.token_env) or None
-        results.append(import_server(tenant, args.url, token, options=options))
-    for summary in results:
-        _print(args, summary.as_json(),
-               f"read {summary.read}: {summary.inserted} inserted, {summary.updated} updated, "
-               f"{summary.unchanged} unchanged, {summary.stale} stale, {summary.quarantined} quarantined; "
-               f"unlinked {summary.links.get('unlinked', 0)} ({summary.seconds} s)")
+    token = (os.environ.get(args.token_env) or None) if args.url else None
+    # Files and server in one import: one upsert, one view rebuild, one relink.
+    summary = import_sources(tenant, args.paths, args.url, token, options=options)
+    _print(args, summary.as_json(),
+           f"read {summary.read}: {summary.inserted} inserted, {summary.updated} updated, "
+           f"{summary.unchanged} unchanged, {summary.stale} stale, {summary.quarantined} quarantined; "
+           f"unlinked {summary.links.get('unlinked', 0)} ({summary.seconds} s)")
     return 0
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets import ALL_ASSETS, ALL_CHECKS
 from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT
+from pipelines.clinical import clinical_definitions
 from pipelines.cohorts import cohort_definitions
 from pipelines.dicomcast import dicomcast_definitions
 from pipelines.export import export_definitions
@@ -21,7 +22,14 @@ from pipelines.jobs import ingest_job, levels_job, observe_change_feed_job
 from pipelines.maintenance import maintenance_job, maintenance_schedule
 from pipelines.sensors import TENANT_TAG, drop_folder_sensor
 from pipelines.tags import query_tags_sensor, reindex_query_tags
-from resources import DEFAULT_DROP_DIR, DropFolderResource, IngestResource, LakehouseResource
+from resources import (
+    DEFAULT_DROP_DIR,
+    DEFAULT_FHIR_DIR,
+    DropFolderResource,
+    FhirSourceResource,
+    IngestResource,
+    LakehouseResource,
+)
 
 # LakehouseResource field -> the environment variable holding that secret.
 S3_SECRETS = {
@@ -61,7 +69,19 @@ def resources_for(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "lakehouse": lakehouse,
         "drop_folder": DropFolderResource(path=_absolute(env.get("DICOMLAKE_DROP_DIR") or DEFAULT_DROP_DIR)),
         "ingest_settings": IngestResource(),
+        "fhir_source": fhir_source_for(env),
     }
+
+
+def fhir_source_for(env: Mapping[str, str]) -> FhirSourceResource:
+    """The clinical FHIR source: $DICOMLAKE_FHIR_DIR (else ./clinical) and $DICOMLAKE_FHIR_SOURCE_URL;
+    the token stays an EnvVar ($DICOMLAKE_FHIR_SOURCE_TOKEN), read when a run starts."""
+    token = dg.EnvVar("DICOMLAKE_FHIR_SOURCE_TOKEN") if env.get("DICOMLAKE_FHIR_SOURCE_TOKEN") else None
+    return FhirSourceResource(
+        path=_absolute(env.get("DICOMLAKE_FHIR_DIR") or DEFAULT_FHIR_DIR),
+        server_url=env.get("DICOMLAKE_FHIR_SOURCE_URL") or None,
+        token=token,
+    )
 
 
 def automation_sensor(
@@ -81,9 +101,11 @@ def automation_sensor(
 def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The project's definitions; `resources` replaces the environment-derived ones (tests)."""
     resources = dict(resources) if resources is not None else resources_for()
+    resources.setdefault("fhir_source", fhir_source_for(os.environ))
     tenant = resources["lakehouse"].tenant
-    # + DICOMcast (group fhir), + dbt marts and saved cohorts (group cohorts), + ML exports (group export)
-    extras = (dicomcast_definitions(), cohort_definitions(), export_definitions())
+    # + DICOMcast and the clinical FHIR import (group fhir), + dbt marts and saved cohorts (group
+    # cohorts), + ML exports (group export)
+    extras = (dicomcast_definitions(), clinical_definitions(), cohort_definitions(), export_definitions())
     return dg.Definitions.merge(*extras, dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,

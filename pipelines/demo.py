@@ -6,7 +6,9 @@
 2. On a fresh lakehouse with an empty drop folder, writes a deterministic sample drop plus one
    file of each kind of bad input.
 3. Evaluates the real drop_folder_sensor, registers the drop batches it asks for, runs ingest_job
-   once per batch, then levels_job: real Dagster runs in that instance.
+   once per batch, then levels_job; on the first run writes the matching clinical FHIR samples
+   into the FHIR source folder (DICOMLAKE_FHIR_DIR, default ./clinical) and runs
+   clinical_fhir_job; then cohort_marts_job: real Dagster runs in that instance.
 4. Prints what happened. Exit status 1 when a run failed. Running it again is safe: with nothing
    new in the drop it ingests nothing and exits 0.
 
@@ -111,16 +113,27 @@ def quarantine_overview(tenant: Any) -> dict[str, Any]:
     }
 
 
-def import_clinical_samples(drop_dir: str, tenant: Any, instances: int, seed: int) -> dict[str, Any]:
-    """Write the clinical samples beside the drop folder and import them (FHIR import API)."""
+def write_clinical_samples(fhir_dir: str, instances: int, seed: int) -> str:
+    """The clinical FHIR samples matching the DICOM samples, in the FHIR source folder."""
     from dicomlake.fhir.clinical_samples import generate_clinical_data
-    from dicomlake.fhir.importer import import_paths
 
-    dest = Path(drop_dir).resolve().parent / "clinical" / f"samples-{seed}"
+    dest = Path(fhir_dir) / f"samples-{seed}"
     generate_clinical_data(dest, n_instances=instances, seed=seed)
-    summary = import_paths(tenant, [dest])
-    return {"dest": str(dest), "read": summary.read, "inserted": summary.inserted,
-            "quarantined": summary.quarantined}
+    return str(dest)
+
+
+def clinical_summary(result: Any, dest: str) -> dict[str, Any]:
+    """What the clinical_fhir asset reported (its materialization metadata)."""
+    import dagster as dg
+
+    out: dict[str, Any] = {"dest": dest}
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == dg.AssetKey("clinical_fhir"):
+            metadata = event.materialization.metadata
+            for key in ("read", "inserted", "updated", "unchanged", "quarantined", "patients_linked",
+                        "patients_unlinked", "resources_linked", "resources_unlinked"):
+                out[key] = int(metadata[key].value)
+    return out
 
 
 def marts_overview(tenant: Any) -> dict[str, Any]:
@@ -181,10 +194,16 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
             instance=instance, tags={"dicomlake/tenant": tenant.name}, run_config=QUIET, raise_on_error=False
         )
         runs.append(run_summary(result, "levels_job", None))
-    # Clinical sample data (FHIR Bulk NDJSON matching the DICOM samples), imported once with them.
+    # Clinical sample data (FHIR Bulk NDJSON matching the DICOM samples), written and imported once
+    # with them, by the clinical_fhir asset (its source: the fhir_source resource's folder).
     clinical = None
     if samples and all(r["success"] for r in runs):
-        clinical = import_clinical_samples(drop_folder.path, tenant, instances, seed)
+        dest = write_clinical_samples(defs.resources["fhir_source"].path, instances, seed)
+        result = defs.resolve_job_def("clinical_fhir_job").execute_in_process(
+            instance=instance, tags={"dicomlake/tenant": tenant.name}, run_config=QUIET, raise_on_error=False
+        )
+        runs.append(run_summary(result, "clinical_fhir_job", None))
+        clinical = clinical_summary(result, dest)
     # The dbt cohort marts follow the tables they read; rebuilt only when something new arrived.
     marts_built = instance.get_latest_materialization_event(dg.AssetKey("imaging_cohort_base")) is not None
     if all(r["success"] for r in runs) and (runs or not marts_built):
@@ -196,7 +215,8 @@ def run_demo(instances: int, seed: int) -> dict[str, Any]:
     status = tenant_status(tenant)
     checks = [c for r in runs for c in r["checks"]]
     env = (f"DAGSTER_HOME={dagster_home} DICOMLAKE_ROOT={lakehouse.root} "
-           f"DICOMLAKE_DROP_DIR={drop_folder.path} DICOMLAKE_TENANT={tenant.name}")
+           f"DICOMLAKE_DROP_DIR={drop_folder.path} DICOMLAKE_FHIR_DIR={defs.resources['fhir_source'].path} "
+           f"DICOMLAKE_TENANT={tenant.name}")
     return {
         "success": all(r["success"] for r in runs),
         "tenant": tenant.name,
@@ -237,8 +257,9 @@ def render(report: dict[str, Any]) -> str:
                      f"{s['patients']} patients) and {s['bad_inputs']} bad inputs in {report['drop_dir']}")
     if report["clinical"]:
         c = report["clinical"]
-        lines.append(f"  clinical samples: {c['inserted']} FHIR resources imported, {c['quarantined']} "
-                     f"quarantined, from {c['dest']}")
+        lines.append(f"  clinical samples: {c.get('inserted', 0)} FHIR resources imported, "
+                     f"{c.get('quarantined', 0)} quarantined, {c.get('patients_unlinked', 0)} patients and "
+                     f"{c.get('resources_unlinked', 0)} resources unlinked, from {c['dest']}")
     if not report["new_batches"]:
         lines.append(f"  nothing new to ingest in {report['drop_dir']}")
     for run in report["runs"]:

@@ -16,6 +16,8 @@ from dicomlake.ingest import IngestOptions
 from dicomlake.store.lakehouse import DEFAULT_ROOT, DEFAULT_TENANT, Lakehouse, TenantStore
 
 DEFAULT_DROP_DIR = "./drops"
+# Beside the drop folder, never inside it: the drop sensor would take the NDJSON files for DICOM.
+DEFAULT_FHIR_DIR = "./clinical"
 
 
 def _env(name: str, default: str) -> str:
@@ -102,3 +104,28 @@ class IngestResource(dg.ConfigurableResource):
 
     def options(self) -> IngestOptions:
         return IngestOptions(workers=self.workers, batch_size=self.batch_size)
+
+
+class FhirSourceResource(dg.ConfigurableResource):
+    """Where the clinical FHIR data comes from: a folder of Bulk NDJSON / Bundles, a FHIR server's
+    search API, or both (imported together by the `clinical_fhir` asset)."""
+
+    path: str | None = Field(
+        default_factory=lambda: _env("DICOMLAKE_FHIR_DIR", DEFAULT_FHIR_DIR),
+        description="Folder of .ndjson / .json Bundles (.gz too) ($DICOMLAKE_FHIR_DIR, else ./clinical); "
+        "a missing folder is skipped when a server is configured.",
+    )
+    server_url: str | None = Field(
+        default_factory=lambda: os.environ.get("DICOMLAKE_FHIR_SOURCE_URL") or None,
+        description="FHIR R4 base URL to pull with the search API ($DICOMLAKE_FHIR_SOURCE_URL).",
+    )
+    token: str | None = Field(
+        default=None, description="Bearer token: use dg.EnvVar('DICOMLAKE_FHIR_SOURCE_TOKEN')."
+    )
+    resource_types: list[str] | None = Field(
+        default=None, description="Types to pull from the server (default: every type the importer reads)."
+    )
+    page_size: int = Field(default=200, description="_count of each search page.")
+    patient_identifier_system: str | None = Field(
+        default=None, description="Link FHIR patients to DICOM PatientIDs by identifiers of this system only."
+    )

@@ -62,7 +62,11 @@ def run_cohort_command(tenant: TenantStore, args: argparse.Namespace) -> int:
     for name, rows in result.rows.items():
         if name == "patients":
             continue
-        lines.append(f"{len(rows)} {name}")
+        if name == "studies":
+            owners = result.patients_with_studies
+            lines.append(f"{len(rows)} studies (of {len(owners)} patients: {', '.join(owners) or '-'})")
+        else:
+            lines.append(f"{len(rows)} {name}")
         lines += [f"  {_row_line(name, row)}" for row in rows[:SHOWN_ROWS]]
         if len(rows) > SHOWN_ROWS:
             lines.append(f"  ... {len(rows) - SHOWN_ROWS} more (--json for all)")

@@ -66,7 +66,7 @@ def _like(column: str, text: str) -> str:
     return f"lower({column}) LIKE {literal('%' + escaped + '%')} ESCAPE '\\'"
 
 
-def _condition_exists(c: ClinicalCriterion, as_of: datetime.date) -> str:
+def _condition_exists(c: ClinicalCriterion, as_of: datetime.date, negate: bool = False) -> str:
     matches = []
     for code in c.codes:
         system = f" AND k.system = {literal(code.system)}" if code.system else ""
@@ -80,11 +80,28 @@ def _condition_exists(c: ClinicalCriterion, as_of: datetime.date) -> str:
             f"EXISTS (SELECT 1 FROM condition_codings k WHERE k.condition_id = c.id"
             f" AND {_like('k.display', text)})"
         )
-    where = ["c.fhir_patient_id = p.fhir_patient_id", "(" + "\n             OR ".join(matches) + ")"]
+    where = [_same_person("c", negate), "(" + "\n             OR ".join(matches) + ")"]
     where += _window_sql("c.diagnosis_date", c.window, as_of)
     # Refuted or entered-in-error diagnoses are not diagnoses.
     where.append("coalesce(c.verification_status, '') NOT IN ('refuted', 'entered-in-error')")
-    return "EXISTS (SELECT 1 FROM conditions c\n        WHERE " + "\n          AND ".join(where) + ")"
+    return _exists("conditions c", where, negate)
+
+
+def _same_person(alias: str, negate: bool) -> str:
+    # A criterion holds for one DICOM/FHIR patient pair (a row of `patients`); an exclusion for the
+    # whole person: any FHIR patient linked to the same DICOM PatientID rules the patient out.
+    if negate:
+        return f"({alias}.fhir_patient_id = p.fhir_patient_id OR {alias}.patient_id = p.patient_id)"
+    return f"{alias}.fhir_patient_id = p.fhir_patient_id"
+
+
+def _exists(source: str, where: list[str], negate: bool) -> str:
+    return (
+        ("NOT " if negate else "")
+        + f"EXISTS (SELECT 1 FROM {source}\n        WHERE "
+        + "\n          AND ".join(where)
+        + ")"
+    )
 
 
 def _medication_match(alias: str, c: ClinicalCriterion) -> str:
@@ -97,10 +114,10 @@ def _medication_match(alias: str, c: ClinicalCriterion) -> str:
     return "(" + " OR ".join(matches) + ")"
 
 
-def _medication_exists(c: ClinicalCriterion, as_of: datetime.date) -> str:
-    where = ["m.fhir_patient_id = p.fhir_patient_id", _medication_match("m", c)]
+def _medication_exists(c: ClinicalCriterion, as_of: datetime.date, negate: bool = False) -> str:
+    where = [_same_person("m", negate), _medication_match("m", c)]
     where += _window_sql("m.date", c.window, as_of)
-    return "EXISTS (SELECT 1 FROM medications m\n        WHERE " + "\n          AND ".join(where) + ")"
+    return _exists("medications m", where, negate)
 
 
 def _series_filter(alias: str, f: ImagingFilter) -> list[str]:
@@ -112,7 +129,7 @@ def _series_filter(alias: str, f: ImagingFilter) -> list[str]:
     return out
 
 
-def _imaging_exists(f: ImagingFilter, as_of: datetime.date) -> str:
+def _imaging_exists(f: ImagingFilter, as_of: datetime.date, negate: bool = False) -> str:
     where = ["st.patient_id = p.patient_id", *_window_sql("st.study_date", f.window, as_of)]
     series = _series_filter("se", f)
     if series:
@@ -121,7 +138,7 @@ def _imaging_exists(f: ImagingFilter, as_of: datetime.date) -> str:
             + " AND ".join(series)
             + ")"
         )
-    return "EXISTS (SELECT 1 FROM studies st\n        WHERE " + "\n          AND ".join(where) + ")"
+    return _exists("studies st", where, negate)
 
 
 def compile_definition(definition: CohortDefinition) -> CompiledCohort:
@@ -141,6 +158,9 @@ def compile_definition(definition: CohortDefinition) -> CompiledCohort:
     where += [_condition_exists(c, as_of) for c in definition.conditions]
     where += [_imaging_exists(f, as_of) for f in definition.imaging]
     where += [_medication_exists(c, as_of) for c in definition.medications]
+    where += [_condition_exists(c, as_of, negate=True) for c in definition.exclude_conditions]
+    where += [_imaging_exists(f, as_of, negate=True) for f in definition.exclude_imaging]
+    where += [_medication_exists(c, as_of, negate=True) for c in definition.exclude_medications]
     cohort_sql = (
         f"SELECT p.patient_id, p.fhir_patient_id, p.patient_name, p.sex, p.birth_date, {age} AS age\n"
         "FROM patients p"

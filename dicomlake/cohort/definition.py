@@ -14,6 +14,10 @@
         window: {start: 2023-01-01}
     medications:                      # the patient has a medication like this (each entry)
       - text: [metformin]
+    exclude:                          # ... and none of these (each entry rules a patient out)
+      conditions: [{text: [diabetes]}]
+      medications: [{text: [insulin], window: {last: {years: 1}}}]
+      imaging: [{modalities: [MR]}]
     return:                           # what to give back (patients always)
       studies: {modalities: [CT]}
       medications: {prescribed: true}
@@ -22,6 +26,10 @@
 
 A window is `{last: {years: N, months: N, days: N}}` (up to as_of) or `{start: DATE, end: DATE}`
 (inclusive, either may be missing); no window means any time, and no window reaches past as_of.
+
+An exclusion holds for the whole person: a DICOM patient with several linked FHIR patients is ruled
+out when any of them has such a record; a patient without any such record (no clinical data at all,
+or no imaging) is not ruled out.
 """
 
 from __future__ import annotations
@@ -137,6 +145,9 @@ class CohortDefinition:
     medications: tuple[ClinicalCriterion, ...] = ()
     returns: Returns = field(default_factory=Returns)
     name: str | None = None
+    exclude_conditions: tuple[ClinicalCriterion, ...] = ()
+    exclude_imaging: tuple[ImagingFilter, ...] = ()
+    exclude_medications: tuple[ClinicalCriterion, ...] = ()
 
     def resolved_as_of(self) -> datetime.date:
         return self.as_of or datetime.datetime.now(datetime.UTC).date()
@@ -162,6 +173,15 @@ class CohortDefinition:
             out["imaging"] = [_imaging_json(i) for i in self.imaging]
         if self.medications:
             out["medications"] = [_criterion_json(c) for c in self.medications]
+        exclude: dict[str, Any] = {}
+        if self.exclude_conditions:
+            exclude["conditions"] = [_criterion_json(c) for c in self.exclude_conditions]
+        if self.exclude_imaging:
+            exclude["imaging"] = [_imaging_json(i) for i in self.exclude_imaging]
+        if self.exclude_medications:
+            exclude["medications"] = [_criterion_json(c) for c in self.exclude_medications]
+        if exclude:
+            out["exclude"] = exclude
         r = self.returns
         ret: dict[str, Any] = {}
         for name in r.collections:
@@ -244,7 +264,10 @@ def parse_definition(data: Any) -> CohortDefinition:
     """Validate a definition given as a mapping (parsed YAML/JSON) and build it."""
     if isinstance(data, CohortDefinition):
         return data
-    obj = _mapping(data, "", {"name", "as_of", "patients", "conditions", "imaging", "medications", "return"})
+    obj = _mapping(
+        data, "", {"name", "as_of", "patients", "conditions", "imaging", "medications", "exclude", "return"}
+    )
+    exclude = _mapping(obj.get("exclude", {}), "exclude", {"conditions", "imaging", "medications"})
     patients = _mapping(obj.get("patients", {}), "patients", {"age", "sex"})
     age = _mapping(patients.get("age", {}), "patients.age", {"min", "max"})
     age_min = _age(age.get("min"), "patients.age.min")
@@ -277,6 +300,18 @@ def parse_definition(data: Any) -> CohortDefinition:
         ),
         returns=_returns(obj.get("return", ["patients"])),
         name=name,
+        exclude_conditions=tuple(
+            _criterion(c, f"exclude.conditions[{i}]")
+            for i, c in enumerate(_list(exclude.get("conditions", []), "exclude.conditions"))
+        ),
+        exclude_imaging=tuple(
+            _imaging(c, f"exclude.imaging[{i}]", required=True)
+            for i, c in enumerate(_list(exclude.get("imaging", []), "exclude.imaging"))
+        ),
+        exclude_medications=tuple(
+            _criterion(c, f"exclude.medications[{i}]")
+            for i, c in enumerate(_list(exclude.get("medications", []), "exclude.medications"))
+        ),
     )
 
 

@@ -12,11 +12,19 @@ How it reads a question:
    displays, texts) plus a synonym list ("heart attack" ~ myocardial infarction).
 2. What comes before the first patient description (a subject word, an age, a sex, a diagnosis) is
    what to return; imaging named there filters the returned studies ("CT scan documents" are the
-   documents of CT studies). After it, imaging is a criterion ("women who had a brain MR").
+   documents of CT studies), not the cohort: in the seed question the medications of every patient
+   over 45 with osteosarcoma are asked for, with or without a CT (`CohortResult.patients_with_studies`
+   says who has a returned study). After it, imaging is a criterion ("women who had a brain MR").
 3. A time window belongs to the nearest thing before it (a diagnosis, an imaging criterion, a
    returned collection), else to the next one.
-4. Every word that is neither matched nor a stop word is reported back verbatim in `unrecognized`;
-   negations ("without", "not", "no") are deliberately not stop words, so they are always reported.
+4. A negation ("without", "with no", "not", "no", "never", "excluding", "except", "but not",
+   "didn't" ...) turns the diagnosis, medication or imaging right after it (only stop words, or a
+   plain "patients", between) into an exclusion: "patients without diabetes", "not on metformin",
+   "who never had an MRI", "excluding patients with lung cancer". It carries over a list joined by
+   "or", "and" or "nor" ("without diabetes or hypertension": neither). A negation with nothing it
+   could apply to is reported verbatim with the words after it ("without contrast").
+5. Every word that is neither matched nor a stop word is reported back verbatim in `unrecognized`;
+   negations are never stop words, so one that was not applied is always reported.
 """
 
 from __future__ import annotations
@@ -142,6 +150,38 @@ STOP_WORDS = frozenset(
 )
 # Never the start or end of a diagnosis phrase, though displays contain them ("... without complications").
 NEGATIONS = frozenset({"without", "not", "no", "never", "except", "excluding", "non", "unspecified", "other"})
+# Phrases that negate what follows them (longest first where one begins another).
+NEGATION_PHRASES: tuple[tuple[str, ...], ...] = (
+    ("with", "no"),
+    ("but", "not"),
+    ("but", "no"),
+    ("but", "never"),
+    ("except", "for"),
+    ("other", "than"),
+    ("without",),
+    ("no",),
+    ("not",),
+    ("never",),
+    ("neither",),
+    ("nor",),
+    ("excluding",),
+    ("exclude",),
+    ("except",),
+    ("didn't",),
+    ("don't",),
+    ("doesn't",),
+    ("haven't",),
+    ("hasn't",),
+    ("hadn't",),
+    ("isn't",),
+    ("aren't",),
+    ("wasn't",),
+    ("weren't",),
+)
+NEGATION_WORDS = frozenset(p[0] for p in NEGATION_PHRASES if len(p) == 1)
+NEGATABLE = ("condition", "medication", "imaging")
+# Between the items of a negated list: "without diabetes, hypertension or lung cancer".
+LIST_JOINERS = frozenset({"and", "or", "nor", "either", "a", "an", "any", "the"})
 LINK_WORDS = frozenset({"associated", "related", "linked", "corresponding", "matching", "their"})
 SUBJECTS: dict[str, tuple[str | None, int | None, int | None]] = {
     # word -> (sex, min age, max age)
@@ -235,7 +275,7 @@ class Token:
 
 @dataclass
 class Item:
-    kind: str  # window age sex subject condition medication imaging collection link or
+    kind: str  # window age sex subject condition medication imaging collection link or negation
     start: int  # token index
     end: int  # token index after the last
     data: dict[str, Any] = field(default_factory=dict)
@@ -573,7 +613,7 @@ class _Reader:
             words = self.words[i : i + n]
             if words[-1] in STOP_WORDS or all(w in STOP_WORDS or w.isdigit() for w in words):
                 continue
-            if words[0] in NEGATIONS or words[-1] in NEGATIONS:
+            if words[0] in NEGATIONS or words[-1] in NEGATIONS or words[0] in NEGATION_WORDS:
                 continue
             phrase = " ".join(words)
             if phrase in CONDITION_SYNONYMS:
@@ -597,6 +637,10 @@ class _Reader:
                         )
         return None
 
+    def negation(self, i: int) -> Item | None:
+        n = self.seq(i, *NEGATION_PHRASES)
+        return Item("negation", i, i + n) if n else None
+
     def medication(self, i: int) -> Item | None:
         if self.w(i) in STOP_WORDS or self.w(i) in COLLECTION_PHRASES:
             return None
@@ -611,14 +655,14 @@ class _Reader:
 
 
 # Ties between recognizers of the same length go to the earlier one here.
-_ORDER = ("window", "age", "imaging", "collection", "subject", "condition", "medication")
+_ORDER = ("window", "age", "imaging", "collection", "subject", "condition", "medication", "negation")
 
 
 def read_items(tokens: list[Token], terms: ClinicalTerms) -> tuple[list[Item], list[tuple[int, int]]]:
     """Items found, and the (start, end) token runs nobody could read (stop words excluded)."""
     reader = _Reader(tokens, terms)
     items: list[Item] = []
-    unknown: list[tuple[int, int]] = []
+    unknown: set[int] = set()
     i = 0
     while i < len(tokens):
         candidates = [found for kind in _ORDER if (found := getattr(reader, kind)(i))]
@@ -633,12 +677,59 @@ def read_items(tokens: list[Token], terms: ClinicalTerms) -> tuple[list[Item], l
         elif word == "or":
             items.append(Item("or", i, i + 1))
         elif word not in STOP_WORDS:
-            if unknown and unknown[-1][1] == i:
-                unknown[-1] = (unknown[-1][0], i + 1)
-            else:
-                unknown.append((i, i + 1))
+            unknown.add(i)
         i += 1
-    return items, unknown
+    items = _apply_negations(items, unknown, reader.words)
+    runs: list[tuple[int, int]] = []
+    for i in sorted(unknown):
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return items, runs
+
+
+def _plain_subject(it: Item) -> bool:
+    return it.kind == "subject" and not any(it.data[k] for k in ("sex", "min", "max"))
+
+
+def _apply_negations(items: list[Item], unknown: set[int], words: list[str]) -> list[Item]:
+    """Mark what each negation applies to (`negated`, and `negation_start`: the token it begins
+    at); a negation that applies to nothing joins `unknown`. The negation items are dropped."""
+
+    def clear(a: int, b: int) -> bool:  # nothing unread between token a and token b
+        return not any(a <= u < b for u in unknown)
+
+    for k, it in enumerate(items):
+        if it.kind != "negation":
+            continue
+        j = k + 1
+        while j < len(items) and _plain_subject(items[j]):  # "excluding patients with ..."
+            j += 1
+        target = items[j] if j < len(items) else None
+        if target is None or target.kind not in NEGATABLE or "negated" in target.data:
+            unknown.update(range(it.start, it.end))
+            continue
+        if not clear(it.end, target.start):
+            unknown.update(range(it.start, it.end))
+            continue
+        target.data.update(negated=True, negation_start=it.start)
+        m = j
+        while True:  # the rest of a list joined by and / or / nor
+            n = m + 1
+            if n < len(items) and items[n].kind == "or":
+                n += 1
+            if (
+                n < len(items)
+                and items[n].kind in NEGATABLE
+                and "negated" not in items[n].data
+                and all(w in LIST_JOINERS for w in words[items[m].end : items[n].start])
+            ):
+                items[n].data.update(negated=True)
+                m = n
+            else:
+                break
+    return [it for it in items if it.kind != "negation"]
 
 
 def _describe_window(window: Window) -> str:
@@ -667,7 +758,7 @@ def build_definition(
         (
             k
             for k, it in enumerate(items)
-            if it.kind in ("subject", "age", "condition") or (it.kind == "medication")
+            if it.kind in ("subject", "age", "condition", "medication") or it.data.get("negated")
         ),
         len(items),
     )
@@ -677,6 +768,7 @@ def build_definition(
     conditions: list[dict[str, Any]] = []
     imaging: list[dict[str, Any]] = []
     medications: list[dict[str, Any]] = []
+    excluded: dict[str, list[dict[str, Any]]] = {"condition": [], "medication": [], "imaging": []}
     collections: list[str] = []
     returns: dict[str, Any] = {
         "studies": None,
@@ -688,9 +780,11 @@ def build_definition(
     }
     attachables: list[tuple[int, dict[str, Any]]] = []  # item index -> holder of a "window"
     pending_or = False
+    previous_kind: tuple[str, bool] | None = None  # the last condition/medication: (kind, negated)
 
     def span(it: Item) -> str:
-        return question[tokens[it.start].start : tokens[it.end - 1].end]
+        first = it.data.get("negation_start", it.start)
+        return question[tokens[first].start : tokens[it.end - 1].end]
 
     for k, it in enumerate(items):
         in_return = k < boundary
@@ -719,24 +813,36 @@ def build_definition(
                 )
             )
             understood.append(f"'{span(it)}': patients" + (f" ({note})" if note else ""))
-        elif it.kind == "condition":
-            if pending_or and conditions:
-                conditions[-1]["texts"] += it.data["texts"]
-                conditions[-1]["codes"] += it.data["codes"]
-                holder = conditions[-1]
+        elif it.kind in ("condition", "medication"):
+            negated = bool(it.data.get("negated"))
+            positive = conditions if it.kind == "condition" else medications
+            holders = excluded[it.kind] if negated else positive
+            codes_found = list(it.data.get("codes", []))
+            if pending_or and holders and previous_kind == (it.kind, negated):  # "X or Y": one criterion
+                holder = holders[-1]
+                holder["texts"] += it.data["texts"]
+                holder["codes"] += codes_found
             else:
-                holder = {"texts": list(it.data["texts"]), "codes": list(it.data["codes"]), "window": None}
-                conditions.append(holder)
+                holder = {"texts": list(it.data["texts"]), "codes": codes_found, "window": None}
+                holders.append(holder)
             attachables.append((k, holder))
-            codes = (
-                ", ".join(f"{c.system or '?'}|{c.code}" for c in it.data["codes"]) or "no codes in the data"
+            if it.kind == "condition":
+                codes = ", ".join(f"{c.system or '?'}|{c.code}" for c in codes_found)
+                codes = codes or "no codes in the data"
+                what = f"diagnosis matching {it.data['texts'] or []} (codes: {codes})"
+            else:
+                what = f"a medication matching {it.data['texts']}"
+            understood.append(f"'{span(it)}': " + (f"excluded: patients with {what}" if negated else what))
+            previous_kind = (it.kind, negated)
+        elif it.kind == "imaging" and it.data.get("negated"):
+            desc = "/".join(it.data["modalities"] or ["any modality"]) + (
+                " of " + "/".join(it.data["body_parts"]) if it.data["body_parts"] else ""
             )
-            understood.append(f"'{span(it)}': diagnosis matching {it.data['texts'] or []} (codes: {codes})")
-        elif it.kind == "medication":
-            holder = {"texts": list(it.data["texts"]), "codes": [], "window": None}
-            medications.append(holder)
+            holder = {"modalities": it.data["modalities"], "body_parts": it.data["body_parts"]}
+            holder["window"] = None
+            excluded["imaging"].append(holder)
             attachables.append((k, holder))
-            understood.append(f"'{span(it)}': patients with a medication matching {it.data['texts']}")
+            understood.append(f"'{span(it)}': excluded: patients who had a {desc} study")
         elif it.kind == "imaging":
             follows_link = previous is not None and previous.kind == "link" and previous.end == it.start
             desc = "/".join(it.data["modalities"] or ["any modality"]) + (
@@ -826,6 +932,18 @@ def build_definition(
             ImagingFilter(tuple(i["modalities"]), tuple(i["body_parts"]), i["window"]) for i in imaging
         ),
         medications=tuple(ClinicalCriterion((), tuple(m["texts"]), m["window"]) for m in medications),
+        exclude_conditions=tuple(
+            ClinicalCriterion(tuple(_unique_codes(c["codes"])), tuple(dict.fromkeys(c["texts"])), c["window"])
+            for c in excluded["condition"]
+        ),
+        exclude_imaging=tuple(
+            ImagingFilter(tuple(i["modalities"]), tuple(i["body_parts"]), i["window"])
+            for i in excluded["imaging"]
+        ),
+        exclude_medications=tuple(
+            ClinicalCriterion((), tuple(dict.fromkeys(m["texts"])), m["window"])
+            for m in excluded["medication"]
+        ),
         returns=Returns(
             collections=tuple(
                 c

@@ -15,7 +15,11 @@ from dicomlake.store.lakehouse import TenantStore
 @dataclass
 class CohortResult:
     """What a cohort found. `patients`, `studies` and `series` are DICOM identifiers (sorted):
-    PatientIDs, StudyInstanceUIDs, SeriesInstanceUIDs; `rows` holds every requested collection."""
+    PatientIDs, StudyInstanceUIDs, SeriesInstanceUIDs; `rows` holds every requested collection.
+
+    `patients` is the cohort: everyone the patient criteria select. The return filter narrows only
+    what is returned ("CT scans of women over 30": the women's CT studies), so a cohort patient may
+    have no returned study; `patients_with_studies` are those who have one."""
 
     definition: CohortDefinition
     compiled: CompiledCohort
@@ -27,6 +31,7 @@ class CohortResult:
     understood: list[str] = field(default_factory=list)
     question: str | None = None
     unlinked_fhir_patients: int = 0
+    patients_with_studies: list[str] = field(default_factory=list)
 
     @property
     def sql(self) -> str:
@@ -41,6 +46,7 @@ class CohortResult:
             "unrecognized": self.unrecognized,
             "sql": self.sql,
             "patients": self.patients,
+            "patients_with_studies": self.patients_with_studies,
             "unlinked_fhir_patients": self.unlinked_fhir_patients,
         }
         for name, rows in self.rows.items():
@@ -107,7 +113,9 @@ def run(
         unlinked = con.sql(
             "SELECT count(DISTINCT fhir_patient_id) FROM cohort WHERE patient_id IS NULL"
         ).fetchall()[0][0]
-        studies = sorted(r[0] for r in con.sql("SELECT study_instance_uid FROM cohort_studies").fetchall())
+        returned = con.sql("SELECT study_instance_uid, patient_id FROM cohort_studies").fetchall()
+        studies = sorted(r[0] for r in returned)
+        with_studies = sorted({r[1] for r in returned if r[1] is not None})
         series_sql = compiled.collections.get("series") or (
             "SELECT series_instance_uid FROM series WHERE study_instance_uid IN "
             "(SELECT study_instance_uid FROM cohort_studies)"
@@ -126,4 +134,5 @@ def run(
         understood=understood,
         question=question,
         unlinked_fhir_patients=int(unlinked),
+        patients_with_studies=with_studies,
     )

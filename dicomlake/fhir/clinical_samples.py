@@ -23,8 +23,8 @@ Diagnoses (Condition with one SNOMED CT and one ICD-10-CM coding, onset and reco
   (d) the youngest patient under 45: onset 100 days before AS_OF;
   plus the FHIR-only patient EXT-900001 (over 45, no imaging): onset 300 days before AS_OF.
   Each osteosarcoma patient has MedicationRequests for methotrexate, cisplatin and doxorubicin.
-- by study: CT/XR chest -> pneumonia (J18.9) or, for patients over 60, lung cancer (C34.11,
-  + carboplatin); MR brain -> glioblastoma (C71.1, + temozolomide); XR hand -> distal radius
+- by study: CT/XR chest -> pneumonia (J18.9) or, for patients over 60 at the study, lung cancer
+  (C34.11, + carboplatin); MR brain -> glioblastoma (C71.1, + temozolomide); XR hand -> distal radius
   fracture (S52.501A, + ibuprofen); MR/XR knee -> knee osteoarthritis (M17.11); MR lumbar spine ->
   low back pain (M54.50); onset on the study date.
 - chronic: patients over 50 with an even birth day -> hypertension (I10, lisinopril, and a
@@ -259,7 +259,8 @@ def build(n_instances: int = 300, seed: int = 0) -> tuple[dict[str, list[dict[st
                "valueQuantity": {"value": float(weight), "unit": "kg", "system": "http://unitsofmeasure.org",
                                  "code": "kg"}})
         age = age_on(study.patient.birth_date, study.study_date)
-        by_desc = {"CT CHEST": "lung_cancer" if age > 60 else "pneumonia", "XR CHEST": "pneumonia",
+        chest = "lung_cancer" if age > 60 else "pneumonia"  # age at the study
+        by_desc = {"CT CHEST": chest, "XR CHEST": chest,
                    "MR BRAIN": "glioblastoma", "XR HAND": "radius_fracture", "MR KNEE": "knee_oa",
                    "XR KNEE": "knee_oa", "MR LUMBAR": "low_back_pain"}
         for prefix, name in by_desc.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
+import itertools
 import json
 import time
 import urllib.parse
@@ -338,43 +339,62 @@ def import_server(tenant: TenantStore, base_url: str, token: str | None = None,
                   resource_types: Sequence[str] = SUPPORTED_TYPES, page_size: int = 200,
                   options: ImportOptions | None = None, timeout: float = 30.0) -> ImportSummary:
     """Pull every resource of `resource_types` from a FHIR server's search API and import them
-    (source: the page URL). Pages follow the Bundle's `link[next]`; a server that sends no next link
-    but reports more matches (`total`) is paged with `_offset`, as Medplum and others accept. A
-    page that repeats what was already read (a server ignoring `_offset`) is an error, not a loop."""
+    (source: the page URL); see `server_items` for the paging."""
+    items = server_items(base_url, token, resource_types, page_size, timeout)
+    return Importer(tenant, options).run(items, len(resource_types))
+
+
+def import_sources(tenant: TenantStore, paths: Sequence[str | Path] = (), base_url: str | None = None,
+                   token: str | None = None, resource_types: Sequence[str] = SUPPORTED_TYPES,
+                   page_size: int = 200, options: ImportOptions | None = None,
+                   timeout: float = 30.0) -> ImportSummary:
+    """Files/folders and a FHIR server in one import: one upsert, one view rebuild, one relink
+    (`sources` counts the files plus one per resource type pulled)."""
+    files = _files(paths)
+    items: Iterable[_Item] = (item for path in files for item in read_items(path))
+    sources = len(files)
+    if base_url:
+        items = itertools.chain(items, server_items(base_url, token, resource_types, page_size, timeout))
+        sources += len(resource_types)
+    return Importer(tenant, options).run(items, sources)
+
+
+def server_items(base_url: str, token: str | None = None, resource_types: Sequence[str] = SUPPORTED_TYPES,
+                 page_size: int = 200, timeout: float = 30.0) -> Iterator[_Item]:
+    """The resources of a FHIR server's search API, type by type. Pages follow the Bundle's
+    `link[next]`; a server that sends no next link but reports more matches (`total`) is paged with
+    `_offset`, as Medplum and others accept. A page that repeats what was already read (a server
+    ignoring `_offset`) is an error, not a loop."""
     from dicomlake.fhir.rest import FhirServerTarget
 
     client = FhirServerTarget(base_url, token, timeout)
     base = client.base
-
-    def pages() -> Iterator[_Item]:
-        for kind in resource_types:
-            query = {"_count": page_size}
-            url: str | None = f"{base}/{kind}?{urllib.parse.urlencode(query)}"
-            seen: set[str] = set()
-            while url:
-                if not url.startswith(base):
-                    raise ValueError(f"next link {url!r} leaves the server {base!r}")
-                bundle = client.request("GET", url[len(base):])
-                item = _Item(url, None, "")
-                ids: list[str] = []
-                for entry in _expand(bundle, item):
-                    if entry.resource is bundle:
-                        continue
-                    if isinstance(entry.resource, dict):
-                        if entry.resource.get("resourceType") == "OperationOutcome":
-                            continue  # search.mode "outcome": the server's remarks, not data
-                        ids.append(f"{entry.resource.get('resourceType')}/{entry.resource.get('id')}")
-                    yield entry
-                url = next((link.get("url") for link in bundle.get("link", [])
-                            if link.get("relation") == "next"), None)
-                if url is None and ids:
-                    if seen.issuperset(ids):
-                        raise ValueError(f"{kind} search at {base} repeats page {item.source!r}: the server "
-                                         "ignores _offset and sends no next link")
-                    total = bundle.get("total")
-                    if isinstance(total, int) and len(seen | set(ids)) < total:
-                        offset = {"_offset": len(seen | set(ids))}
-                        url = f"{base}/{kind}?{urllib.parse.urlencode(query | offset)}"
-                seen.update(ids)
-
-    return Importer(tenant, options).run(pages(), len(resource_types))
+    for kind in resource_types:
+        query = {"_count": page_size}
+        url: str | None = f"{base}/{kind}?{urllib.parse.urlencode(query)}"
+        seen: set[str] = set()
+        while url:
+            if not url.startswith(base):
+                raise ValueError(f"next link {url!r} leaves the server {base!r}")
+            bundle = client.request("GET", url[len(base):])
+            item = _Item(url, None, "")
+            ids: list[str] = []
+            for entry in _expand(bundle, item):
+                if entry.resource is bundle:
+                    continue
+                if isinstance(entry.resource, dict):
+                    if entry.resource.get("resourceType") == "OperationOutcome":
+                        continue  # search.mode "outcome": the server's remarks, not data
+                    ids.append(f"{entry.resource.get('resourceType')}/{entry.resource.get('id')}")
+                yield entry
+            url = next((link.get("url") for link in bundle.get("link", [])
+                        if link.get("relation") == "next"), None)
+            if url is None and ids:
+                if seen.issuperset(ids):
+                    raise ValueError(f"{kind} search at {base} repeats page {item.source!r}: the server "
+                                     "ignores _offset and sends no next link")
+                total = bundle.get("total")
+                if isinstance(total, int) and len(seen | set(ids)) < total:
+                    offset = {"_offset": len(seen | set(ids))}
+                    url = f"{base}/{kind}?{urllib.parse.urlencode(query | offset)}"
+            seen.update(ids)

@@ -14,6 +14,8 @@ FHIR patient -> PatientID (age on 2026-11-01), what they have:
     p-004 -> DL-000004 (F 33)  osteosarcoma 2026-01-01, malignant neoplasm of lung 2024-02-10
     p-010 -> DL-000010 (F 60)  type 2 diabetes 2020-04-01, metformin prescribed 2020-04-02, acute
                                myocardial infarction 2025-05-05
+    p-010b -> DL-000010        a second FHIR record of the same person (another source), with nothing
+                               in it: an exclusion holds for the person, so she is still "with diabetes"
     p-003 -> DL-000003 (M 84)  osteosarcoma 2025-08-08, verification status refuted
     p-100 -> (no imaging, F 70) osteosarcoma 2025-09-09
 """
@@ -62,6 +64,7 @@ def write_hand_clinical(tenant: TenantStore, studies: list[SampleStudy]) -> None
         "p-008": ("DL-000008", "male", D(1944, 9, 19)),
         "p-004": ("DL-000004", "female", D(1993, 3, 6)),
         "p-010": ("DL-000010", "female", D(1965, 12, 12)),
+        "p-010b": ("DL-000010", "female", D(1965, 12, 12)),
         "p-003": ("DL-000003", "male", D(1942, 7, 29)),
         "p-100": (None, "female", D(1956, 1, 20)),
     }

@@ -7,9 +7,9 @@ osteosarcoma (a) the first patient over 45 with a CT in the last two years: DL-0
 (84), onset 200 days before; (c) the next over 45, DL-000006, onset five years before (outside the
 window); (d) DL-000009 (12); and EXT-900001 (no imaging). So the cohort is DL-000001 and DL-000003.
 Prescriptions: each gets methotrexate, cisplatin, doxorubicin; DL-000001 also temozolomide (MR brain
-2021 -> glioblastoma) and metformin (over 40, born in August); DL-000003 metformin (born in July);
-his XR chest of 2021 gives pneumonia, which has no drug (lung cancer + carboplatin comes from a CT
-chest over 60 only: the generator's code, more precise than its docstring's "CT/XR chest").
+2021 -> glioblastoma) and metformin (over 40, born in August); DL-000003 metformin (born in July)
+and carboplatin: his XR chest of 2021-03-19, at 78, gives lung cancer (CT/XR chest over 60);
+DL-000001's CT chest of 2022, at 44, gives pneumonia, which has no drug.
 CT studies: DL-000001's CT chest 2022-04-29 and CT head
 2025-03-30 (DL-000003 has none); each study has a radiology report and each CT/MR a document.
 """
@@ -43,7 +43,7 @@ def test_the_seed_question_on_the_importers_samples(demo: DemoLake) -> None:
     )
     assert drugs == sorted(
         [("DL-000001", d) for d in ("methotrexate", "cisplatin", "doxorubicin", "temozolomide", "metformin")]
-        + [("DL-000003", d) for d in ("methotrexate", "cisplatin", "doxorubicin", "metformin")]
+        + [("DL-000003", d) for d in ("methotrexate", "cisplatin", "doxorubicin", "metformin", "carboplatin")]
         + [("unlinked", d) for d in ("methotrexate", "cisplatin", "doxorubicin")]
     )
     assert {m["resource_type"] for m in result.rows["medications"]} == {"MedicationRequest"}
@@ -55,5 +55,6 @@ def test_the_seed_question_on_the_importers_samples(demo: DemoLake) -> None:
         ]
     )
     assert result.studies == ct
+    assert result.patients_with_studies == ["DL-000001"]  # DL-000003 is in the cohort, with no CT
     assert sorted(r["study_instance_uid"] for r in result.rows["reports"]) == ct
     assert sorted(d["study_instance_uid"] for d in result.rows["documents"]) == ct

@@ -24,6 +24,13 @@ FULL = {
     ],
     "imaging": [{"modalities": ["CT"], "body_parts": ["CHEST"], "window": {"start": "2023-01-01"}}],
     "medications": [{"text": ["metformin"]}],
+    "exclude": {
+        "conditions": [{"text": ["diabetes"], "window": {"last": {"years": 5}}}],
+        "imaging": [{"modalities": ["MR"]}],
+        "medications": [
+            {"codes": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "5640"}]}
+        ],
+    },
     "return": {
         "patients": {},
         "studies": {"modalities": ["CT"]},
@@ -78,6 +85,10 @@ def test_the_documented_form_round_trips() -> None:
         ),
         ({"as_of": "yesterday"}, "as_of: expected a date YYYY-MM-DD, got 'yesterday'"),
         ({"cohort": 1}, "unknown field(s) 'cohort'"),
+        ({"exclude": {"patients": {}}}, "exclude: unknown field(s) 'patients'"),
+        ({"exclude": {"imaging": [{}]}}, "exclude.imaging[0]: needs at least one of 'modalities'"),
+        ({"exclude": {"conditions": [{"window": {"last": {"years": 1}}}]}},
+         "exclude.conditions[0]: needs at least one of 'codes' or 'text'"),
     ],
 )
 def test_bad_definitions_name_the_field(change: dict, message: str) -> None:

@@ -80,6 +80,9 @@ def test_question(demo: DemoLake, question: str, patients: list[str],
     assert result.patients == patients
     if studies is not None:
         assert result.studies == uids(demo, studies)
+        assert result.patients_with_studies == sorted(
+            {s.patient.patient_id for s in demo.studies if studies(s)}
+        )
         assert [r["study_instance_uid"] for r in result.rows["studies"]] != [] or not result.studies
 
 
@@ -120,3 +123,15 @@ def test_words_it_does_not_understand_are_reported_verbatim(demo: DemoLake) -> N
     assert result.unrecognized == ["without Contrast"]
     result = cohort.run(demo.tenant, "women in their sixties with a chest CT", as_of=AS_OF)
     assert result.unrecognized == ["sixties"]
+
+
+def test_returned_imaging_narrows_what_is_returned_not_the_cohort(demo: DemoLake) -> None:
+    # Both children are in the cohort; only DL-000009 has a brain MR (2025-01-19). DL-000002's MR is
+    # of the lumbar spine.
+    result = cohort.run(demo.tenant, "brain MR studies of children under 18", as_of=AS_OF)
+    assert result.patients == ["DL-000002", "DL-000009"]
+    assert result.patients_with_studies == ["DL-000009"]
+    assert result.as_json()["patients_with_studies"] == ["DL-000009"]
+    # Named after the patients, the same imaging is a criterion: the cohort shrinks.
+    result = cohort.run(demo.tenant, "children under 18 who had a brain MR", as_of=AS_OF)
+    assert result.patients == ["DL-000009"]

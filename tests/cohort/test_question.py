@@ -127,10 +127,79 @@ def test_synonyms_and_collections(terms: ClinicalTerms) -> None:
 
 def test_unknown_words_come_back_verbatim_in_order(terms: ClinicalTerms) -> None:
     parsed = parse_with_terms("Smokers over 50 without Diabetes, living in Oslo", terms)
-    assert parsed.unrecognized == ["Smokers", "without", "living", "Oslo"]
+    assert parsed.unrecognized == ["Smokers", "living", "Oslo"]
     assert parsed.definition.age_min == 51
+    # "without Diabetes" is an exclusion, never the criterion "with diabetes"
+    assert parsed.definition.conditions == ()
+    assert [c.text for c in parsed.definition.exclude_conditions] == [("diabetes",)]
+    # a negation with nothing it could apply to comes back with the words after it
+    parsed = parse_with_terms("patients over 50 without Contrast or Smoking", terms)
+    assert parsed.unrecognized == ["without Contrast", "Smoking"]
+    assert parsed.definition.exclude_conditions == () and parsed.definition.age_min == 51
 
 
 def test_an_unknown_diagnosis_is_not_guessed(terms: ClinicalTerms) -> None:
     parsed = parse_with_terms("patients with gout", terms)
     assert parsed.unrecognized == ["gout"] and parsed.definition.conditions == ()
+
+
+@pytest.mark.parametrize(
+    ("question", "conditions", "medications", "imaging"),
+    [
+        ("patients without diabetes", [("diabetes",)], [], []),
+        ("patients with no osteosarcoma", [("osteosarcoma",)], [], []),
+        ("excluding patients with a myocardial infarction", [("myocardial infarction",)], [], []),
+        ("patients except those with lung cancer", [("malignant neoplasm of lung", "lung cancer",
+                                                     "carcinoma of lung", "neoplasm of lung")], [], []),
+        ("patients without diabetes or osteosarcoma", [("diabetes", "osteosarcoma")], [], []),
+        ("patients with neither diabetes nor osteosarcoma", [("diabetes",), ("osteosarcoma",)], [], []),
+        ("patients not on metformin", [], [("metformin",)], []),
+        ("patients who are not taking metformin", [], [("metformin",)], []),
+        ("patients who never had an MRI", [], [], [(("MR",), ())]),
+        ("patients who didn't have a chest CT", [], [], [(("CT",), ("CHEST",))]),
+        ("patients who have not had a brain MR or a CT", [], [], [(("MR",), ("HEAD", "BRAIN")),
+                                                                  (("CT",), ())]),
+    ],
+)
+def test_negations_become_exclusions(
+    terms: ClinicalTerms, question: str, conditions: list, medications: list, imaging: list
+) -> None:
+    parsed = parse_with_terms(question, terms)
+    d = parsed.definition
+    assert parsed.unrecognized == []
+    assert (d.conditions, d.medications, d.imaging) == ((), (), ())
+    assert [c.text for c in d.exclude_conditions] == conditions
+    assert [m.text for m in d.exclude_medications] == medications
+    assert [(i.modalities, i.body_parts) for i in d.exclude_imaging] == imaging
+
+
+def test_a_negation_reaches_only_what_follows_it(terms: ClinicalTerms) -> None:
+    parsed = parse_with_terms(
+        "women with osteosarcoma without diabetes who had a CT scan but never an MRI since 2020", terms
+    )
+    d = parsed.definition
+    assert parsed.unrecognized == [] and d.sexes == ("female",)
+    assert [c.text for c in d.conditions] == [("osteosarcoma",)]
+    assert [c.text for c in d.exclude_conditions] == [("diabetes",)]
+    assert [(i.modalities, i.window) for i in d.imaging] == [(("CT",), None)]
+    # the window belongs to the excluded MRI (the nearest thing before it)
+    assert [(i.modalities, i.window) for i in d.exclude_imaging] == [
+        (("MR",), Window(start=datetime.date(2020, 1, 1)))
+    ]
+    assert any(u.startswith("'but never an MRI': excluded") for u in parsed.understood)
+    # "and with" ends the negated list: lung cancer is required, not excluded
+    d = parse_with_terms("patients without diabetes and with lung cancer", terms).definition
+    assert [c.text[0] for c in d.conditions] == ["malignant neoplasm of lung"]
+    assert [c.text for c in d.exclude_conditions] == [("diabetes",)]
+
+
+def test_exclusions_round_trip_through_the_definition_format(terms: ClinicalTerms) -> None:
+    from dicomlake.cohort.definition import parse_definition
+
+    d = parse_with_terms("men without diabetes, not on metformin, who never had a knee MRI", terms).definition
+    assert d.as_json()["exclude"] == {
+        "conditions": [{"codes": [{"system": SNOMED, "code": "44054006"}], "text": ["diabetes"]}],
+        "imaging": [{"modalities": ["MR"], "body_parts": ["KNEE"]}],
+        "medications": [{"text": ["metformin"]}],
+    }
+    assert parse_definition(d.as_json()) == d

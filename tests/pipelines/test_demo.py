@@ -36,15 +36,21 @@ def test_first_run_ingests_the_samples(first_and_second: tuple[dict, dict, Path]
     assert (cwd / ".dagster_home" / "dagster.yaml").exists()
     samples = first["samples"]
     assert samples["instances"] == INSTANCES and samples["bad_inputs"] > 0
-    assert [r["job"] for r in first["runs"]] == ["ingest_job", "levels_job", "cohort_marts_job"]
+    assert [r["job"] for r in first["runs"]] == [
+        "ingest_job", "levels_job", "clinical_fhir_job", "cohort_marts_job"]
     assert all(r["success"] and r["run_id"] for r in first["runs"])
     assert first["instances"] == first["ingested"]["created"] == INSTANCES
     assert (first["studies"], first["series"]) == (samples["studies"], samples["series"])
     assert first["quarantine"]["count"] == first["ingested"]["quarantined"] == samples["bad_inputs"]
     assert sum(first["quarantine"]["by_code"].values()) == samples["bad_inputs"]
     checks = first["checks"]
-    assert (checks["failed"], checks["warned"]) == (0, 1) and checks["passed"] >= 3
-    assert first["clinical"]["inserted"] > 0
+    # warned: the DICOM batch's bad inputs, and the clinical samples' invalid and unlinked resources
+    assert (checks["failed"], checks["warned"]) == (0, 2) and checks["passed"] >= 3
+    assert {r["check"] for r in checks["results"] if not r["passed"]} == {
+        "no_new_quarantined_files", "no_quarantined_or_unlinked"}
+    clinical = first["clinical"]
+    assert clinical["dest"] == str(cwd / "clinical" / "samples-0")  # the default FHIR source folder
+    assert clinical["inserted"] > 0 and clinical["quarantined"] == 5 and clinical["patients_unlinked"] == 3
     marts = first["marts"]["tables"]  # one row per study and per series, built by dbt in the tenant
     assert marts["imaging_cohort_base"] == samples["studies"]
     assert marts["image_occurrence"] == samples["series"]

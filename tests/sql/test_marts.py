@@ -113,3 +113,40 @@ def test_each_tenant_has_its_own_marts_file(built: tuple[DemoLake, object], tmp_
     assert con.execute("SELECT count(*) FROM imaging_cohort_base").fetchall() == [(0,)]
     con.close()
     assert _rows(lake, "SELECT count(*) FROM imaging_cohort_base") == [(30,)]
+
+
+def test_the_marts_on_the_demo_data(demo: DemoLake) -> None:
+    """The marts over the demo: its DICOM samples and the importer's clinical samples (imported for
+    real), checked against the generator's resources by plain Python."""
+    from dicomlake.fhir.clinical_samples import build
+
+    build_result = build_marts(demo.tenant)
+    assert build_result.success, build_result.failures
+    resources, _ = build(300, 0)
+    counts = dict(_rows(demo, "SELECT event_type, count(*) FROM patient_timeline GROUP BY 1"))
+    assert counts == {
+        "study": len(demo.studies),
+        "condition": len(resources["Condition"]),
+        "medication": len(resources["MedicationRequest"]) + len(resources["MedicationStatement"]),
+        "report": len(resources["DiagnosticReport"]),  # dr-unmatched too: it has a (FHIR-only) patient
+        "observation": len(resources["Observation"]),
+        "encounter": len(resources["Encounter"]),
+        "procedure": len(resources["Procedure"]),
+        "document": len(resources["DocumentReference"]),
+    }
+    # FHIR-only people with events: EXT-900001 (osteosarcoma, its drugs), EXT-900002 (the unmatched report).
+    assert _rows(demo, "SELECT DISTINCT person_key FROM patient_timeline WHERE patient_id IS NULL "
+                       "ORDER BY 1") == [("fhir:pt-ext-900001",), ("fhir:pt-ext-900002",)]
+    # DL-000001's CT head of 2025-03-30: every diagnosis of pt-dl-000001 with onset on or before it.
+    (ct_head,) = [s for s in demo.studies
+                  if (s.patient.patient_id, s.study_date.isoformat()) == ("DL-000001", "2025-03-30")]
+    known = sorted(c["id"] for c in resources["Condition"]
+                   if c["subject"]["reference"] == "Patient/pt-dl-000001"
+                   and c["onsetDateTime"] <= "2025-03-30")
+    assert "cond-pt-dl-000001-osteosarcoma-right" in known
+    uid = ct_head.study_instance_uid
+    (row,) = _rows(demo, "SELECT list_sort([c.id for c in conditions]), [r.id for r in reports] "
+                         f"FROM imaging_cohort_base WHERE study_instance_uid = '{uid}'")
+    assert row == (known, [f"dr-{ct_head.accession_number.lower()}"])
+    series = sum(s.series_count for s in demo.studies)
+    assert _rows(demo, "SELECT count(*) FROM image_occurrence") == [(series,)]

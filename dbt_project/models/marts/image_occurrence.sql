@@ -1,6 +1,8 @@
 -- OMOP Medical Imaging CDM (MI-CDM) IMAGE_OCCURRENCE: one row per DICOM series.
--- Concept ids are 0 ("no matching concept", the OMOP convention) because the OMOP vocabularies are
--- not loaded here; the *_source_value columns carry the DICOM values they would be mapped from.
+-- Concept ids are 0 ("no matching concept", the OMOP convention): no OMOP vocabulary is shipped, and
+-- no modality or anatomic-site concept id could be checked against Athena (the OHDSI vocabulary
+-- service) when this was written, so none is written in rather than invented. A deployment that
+-- loads the vocabularies maps them from the *_source_value columns (DICOM Modality, BodyPartExamined).
 -- Integer ids are the first 60 bits of the MD5 of the DICOM identifier: stable across rebuilds.
 select
     ('0x' || substr(md5(se.series_instance_uid), 1, 15))::bigint as image_occurrence_id,
