@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dicomlake.dicom.structure import _Walker, file_meta_end
-from dicomlake.export.parquet import Decoded
+from dicomlake.export.parquet import Decoded, NoPixelData, has_pixel_data
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -129,16 +129,27 @@ def _read(source: str | bytes) -> bytes:
         return handle.read()
 
 
+def _pydicom_pixels(data: bytes) -> np.ndarray:
+    """`pydicom.pixels.pixel_array`; NoPixelData when the file holds no pixel data element."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pixel_array(io.BytesIO(data))
+        except Exception:
+            if not has_pixel_data(pydicom.dcmread(io.BytesIO(data), defer_size=256)):
+                raise NoPixelData() from None
+            raise
+
+
 def decode_row(row: dict[str, Any], source: str | bytes) -> Decoded:
     """One instance of a resolved selection (its `instances` row) decoded from its Part-10 bytes."""
     data = _read(source)
     pixels = native_pixels(data, row)
     if pixels is None:
-        from pydicom.pixels import pixel_array
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = pixel_array(io.BytesIO(data))
+        pixels = _pydicom_pixels(data)
     frames = int(row.get("number_of_frames") or 1)
     metadata = {name: row.get(name) for name in METADATA_COLUMNS}
     metadata["number_of_frames"] = frames

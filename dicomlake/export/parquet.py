@@ -19,6 +19,20 @@ import pyarrow.parquet as pq
 
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 COMPRESSION = "lz4"  # pixels compress little; lz4 costs a third of zstd's time here
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NO_PIXEL_DATA = "the instance has no pixel data"
+
+
+class NoPixelData(ValueError):
+    """The instance holds no pixel data element (an SR, or an image header without its pixels):
+    the exporters count it as skipped, not failed."""
+
+    def __init__(self, message: str = NO_PIXEL_DATA) -> None:  # one argument: it pickles
+        super().__init__(message)
+
+
+def has_pixel_data(ds: Any) -> bool:
+    return any(keyword in ds for keyword in PIXEL_KEYWORDS)
 
 
 @dataclass
@@ -53,8 +67,8 @@ def decode_instance(source: str | bytes, deid: Any = None) -> Decoded:
     from dicomlake.export.identity import header, identity
 
     ds = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
-    if "PixelData" not in ds:
-        raise ValueError("the instance has no pixel data")
+    if not has_pixel_data(ds):
+        raise NoPixelData()
     pixels = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     ds = header(ds, deid)

@@ -24,8 +24,10 @@ BITS = (8, 16)
 
 def frames_of(ds: Dataset) -> list[np.ndarray]:
     """The decoded frames of one instance, each (rows, columns) or (rows, columns, samples)."""
-    if "PixelData" not in ds:
-        raise ValueError("the instance has no pixel data")
+    from dicomlake.export.parquet import NoPixelData, has_pixel_data
+
+    if not has_pixel_data(ds):
+        raise NoPixelData()
     pixels = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return list(pixels) if frames > 1 else [pixels]

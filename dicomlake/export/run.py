@@ -90,12 +90,12 @@ def _source(tenant: TenantStore, blob_key: str) -> str | bytes:
 def _decode_task(task: tuple[dict[str, Any], bool, Any]) -> tuple[str, Any]:
     """('ok', rows) | ('skipped', reason) | ('failed', error) for one instance."""
     from dicomlake.export.decode import decode_row
-    from dicomlake.export.parquet import decode_instance, rows_of
+    from dicomlake.export.parquet import NO_PIXEL_DATA, NoPixelData, decode_instance, rows_of
 
     row, per_frame, deid = task
     assert _worker_tenant is not None
     if not row["rows"] or not row["columns"]:
-        return "skipped", "the instance has no pixel data"
+        return "skipped", NO_PIXEL_DATA
     try:
         if deid is None:  # metadata from the row, pixels by the fast path where it applies
             decoded = decode_row(row, _source(_worker_tenant, row["blob_key"]))
@@ -104,6 +104,8 @@ def _decode_task(task: tuple[dict[str, Any], bool, Any]) -> tuple[str, Any]:
         decoded = decode_instance(_source(_worker_tenant, row["blob_key"]), deid)
         # De-identified rows do not carry the source file's hash: it would link them back.
         return "ok", rows_of(decoded, None, per_frame)
+    except NoPixelData as exc:  # an image header whose Pixel Data is absent: as if it had no Rows
+        return "skipped", str(exc)
     except Exception as exc:  # any decoder failure is recorded per instance
         return "failed", f"{type(exc).__name__}: {exc}"
 
@@ -155,6 +157,7 @@ def _nifti_task(task: SliceTask) -> tuple[list, list[dict]]:
 def _png_task(task: SliceTask) -> tuple[list, list[dict]]:
     """One PNG per frame of each instance of the slice."""
     from dicomlake.export.identity import deidentifier
+    from dicomlake.export.parquet import NO_PIXEL_DATA, NoPixelData
     from dicomlake.export.png import export_instance
 
     rows, options, out, _ = task
@@ -163,11 +166,13 @@ def _png_task(task: SliceTask) -> tuple[list, list[dict]]:
     files = []
     for row in rows:
         if not row["rows"] or not row["columns"]:
-            results.append(("skipped", "the instance has no pixel data"))
+            results.append(("skipped", NO_PIXEL_DATA))
             continue
         try:
             files += export_instance(_read(row), Path(out), options["png_bits"], deid)
             results.append(("ok", None))
+        except NoPixelData as exc:
+            results.append(("skipped", str(exc)))
         except Exception as exc:  # recorded per instance, not fatal
             results.append(("failed", f"{type(exc).__name__}: {exc}"))
     return results, files

@@ -150,3 +150,28 @@ def test_train_loop_with_pyarrow_and_numpy(exported: Path) -> None:
         bias -= 0.1 * float(np.mean(p - y))
         losses.append(loss())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("deid", [False, True], ids=["plain", "deid"])
+def test_an_image_header_without_pixel_data_is_skipped(tmp_path: Path, deid: bool) -> None:
+    """Rows and Columns but no Pixel Data element: skipped with the reason, as an instance without Rows
+    (both decode paths: the row's fast path, and the whole header for de-identification)."""
+    from pydicom.uid import generate_uid
+
+    from dicomlake.deid import DeidOptions
+    from tests.export.synthetic import base, ingest_folder, set_pixels, write
+
+    study = generate_uid()
+    image = base(study, generate_uid())
+    set_pixels(image, np.arange(20).reshape(4, 5))
+    header_only = base(study, image.SeriesInstanceUID)
+    for ds in (image, header_only):
+        write(ds, tmp_path / "drop")
+    tenant = ingest_folder(tmp_path / "drop", tmp_path / "lake")
+    options = DeidOptions(project_key="parquet-no-pixels") if deid else None
+    summary = export(tenant, Selection(uids=(study,)), tmp_path / "out", "parquet", deid_options=options)
+    assert (summary.exported, summary.skipped, summary.failed) == (1, 1, 0)
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [(e["status"], e["error"]) for e in errors] == [("skipped", "the instance has no pixel data")]
+    table = pq.read_table(next((tmp_path / "out").glob("*/*.parquet")))
+    np.testing.assert_array_equal(tensor_to_numpy(table.column("pixels"))[0], np.arange(20).reshape(4, 5))
