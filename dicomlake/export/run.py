@@ -33,6 +33,7 @@ CHUNK_INSTANCES = 256
 PROGRESS = "progress.json"
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
+KEY_CHECK = "dicomlake export key check"  # its keyed hash tells two project keys apart, revealing neither
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -213,6 +214,25 @@ def _identifier(row: dict[str, Any], deid: Any = None) -> str:
     return "/".join(deid.map_uid(uid) for uid in uids) if deid is not None else "/".join(uids)
 
 
+def _done_key(row: dict[str, Any], deid: Any = None) -> str:
+    """How progress.json names a done instance: its SOP UID, de-identified with `deid`."""
+    return deid.map_uid(row["sop_instance_uid"]) if deid is not None else row["sop_instance_uid"]
+
+
+def _recorded_selection(selection: Selection, deid: Any = None) -> dict[str, Any]:
+    """The selection as progress.json and the manifest record it. De-identified exports name no source
+    identifier anywhere in their folder: UIDs go through `map_uid` (the export's own UIDs), filter
+    values become keyed hashes (a value may be a PatientID or a name); the cohort question stays."""
+    described = selection.describe()
+    if deid is None:
+        return described
+    described["uids"] = ["/".join(deid.map_uid(part) for part in spec.strip("/").split("/"))
+                         for spec in selection.uids]  # fmt: skip
+    described["filters"] = {key: "hmac-sha256:" + deid.pseudonym(value)
+                            for key, value in selection.filters.items()}  # fmt: skip
+    return described
+
+
 def _series_key(row: dict[str, Any]) -> tuple[str, str]:
     return row["study_instance_uid"], row["series_instance_uid"]
 
@@ -277,8 +297,10 @@ def _export(
 
     deid = deidentifier(deid_options)
     deid_record = deid.describe() if deid is not None else None
-    settings = {"selection": selection.describe(), "format": fmt, "per_frame": per_frame,
+    settings = {"selection": _recorded_selection(selection, deid), "format": fmt, "per_frame": per_frame,
                 "tenant": tenant.name, "deid": deid_record}  # fmt: skip
+    if deid is not None:  # a rerun with another key would mix two sets of UIDs in one export
+        settings["deid_key_check"] = deid.pseudonym(KEY_CHECK)
     if fmt == "png":
         settings["png_bits"] = png_bits
     state: dict[str, Any] | None = dest.read_json(PROGRESS)
@@ -292,7 +314,7 @@ def _export(
                  "feed_seq": resolved.feed_seq, "chunks": 0, "files": [], "done": {},
                  "errors": []}  # fmt: skip
     dest.drop_unrecorded({f["path"] for f in state["files"]}, FILE_PATTERNS[fmt])
-    rows = [r for r in resolved.instances.to_pylist() if r["sop_instance_uid"] not in state["done"]]
+    rows = [r for r in resolved.instances.to_pylist() if _done_key(r, deid) not in state["done"]]
     total = resolved.instances.num_rows
     if progress:
         progress(len(state["done"]), total)
@@ -328,7 +350,7 @@ def _export(
             if fmt == "dicom":
                 files = [value for status, value in results if status == "ok"]
             for row, (status, value) in zip(chunk, results, strict=True):
-                state["done"][row["sop_instance_uid"]] = "exported" if status == "ok" else status
+                state["done"][_done_key(row, deid)] = "exported" if status == "ok" else status
                 if status != "ok":
                     error = {"identifier": _identifier(row, deid), "status": status, "error": value}
                     state["errors"].append(error)
@@ -340,7 +362,7 @@ def _export(
                 progress(len(state["done"]), total)
     finally:
         pool.shutdown(cancel_futures=True)
-    return _finish(dest, state, resolved)
+    return _finish(dest, state, resolved, deid)
 
 
 def _write_parquet_files(out: Path, name: str, results: list) -> list[dict]:
@@ -363,15 +385,18 @@ def _write_parquet_files(out: Path, name: str, results: list) -> list[dict]:
     return files
 
 
-def _finish(dest: Destination, state: dict[str, Any], resolved: ResolvedSelection) -> ExportSummary:
+def _finish(
+    dest: Destination, state: dict[str, Any], resolved: ResolvedSelection, deid: Any
+) -> ExportSummary:
     """errors.jsonl, then the manifest: the last file written, so its presence means the export is whole."""
+    studies = list(resolved.studies_from_cohort)
     done = list(state["done"].values())
     counts = {k: done.count(k) for k in ("exported", "skipped", "failed")}
     dest.write_bytes(ERRORS, "".join(json.dumps(error) + "\n" for error in state["errors"]).encode())
     manifest = {
         **state["settings"],
         "selected": resolved.instances.num_rows,
-        "cohort_studies": list(resolved.studies_from_cohort),
+        "cohort_studies": [deid.map_uid(uid) for uid in studies] if deid is not None else studies,
         "change_feed_seq": state["feed_seq"],
         "delta_versions": {"instances": state["instances_version"]},
         "files": sorted(state["files"], key=lambda f: f["path"]),

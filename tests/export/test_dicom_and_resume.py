@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pydicom
+import pytest
 
-from dicomlake.deid import DeidOptions
-from dicomlake.export import Selection, export
+from dicomlake.deid import Deidentifier, DeidOptions
+from dicomlake.export import ExportError, Selection, export
 from dicomlake.export.parquet import tensor_to_numpy
 from tests.export.conftest import ExportLake
 
@@ -105,3 +106,60 @@ def test_a_folder_holding_another_export_is_refused(lake: ExportLake, tmp_path: 
     export(lake.tenant, Selection(uids=_studies(lake)[:1]), tmp_path, "parquet")
     result = subprocess.run(_cli(lake, tmp_path), capture_output=True, text=True)
     assert result.returncode == 2 and "different export" in result.stderr
+
+
+def _source_identifiers(lake: ExportLake) -> set[str]:
+    found = set()
+    for row in lake.instances():
+        source = lake.source(row["blob_key"])
+        found |= {str(source.PatientID), str(source.StudyInstanceUID), str(source.SeriesInstanceUID),
+                  str(source.SOPInstanceUID)}  # fmt: skip
+    return found - {""}
+
+
+@pytest.mark.parametrize("how", ["uids", "filters", "cohort"])
+def test_a_deidentified_export_names_no_source_identifier(lake: ExportLake, tmp_path: Path, how: str) -> None:
+    """Not in the files, and not in manifest.json, progress.json or errors.jsonl either (the selection,
+    the cohort's studies, the instances done are recorded in the export's own, de-identified terms)."""
+    rows = lake.instances()
+    ct = [r for r in rows if r["modality"] == "CT"]
+    selection = {
+        "uids": Selection(uids=(ct[0]["study_instance_uid"],
+                                f"{rows[-1]['study_instance_uid']}/{rows[-1]['series_instance_uid']}")),
+        "filters": Selection(filters={"PatientID": lake.source(ct[0]["blob_key"]).PatientID}),
+        "cohort": Selection(cohort="CT scans", as_of="2026-11-01"),
+    }[how]  # fmt: skip
+    fmt = {"uids": "dicom", "filters": "parquet", "cohort": "png"}[how]
+    summary = export(lake.tenant, selection, tmp_path, fmt, deid_options=DeidOptions(project_key=KEY))
+    assert summary.exported >= 1
+    identifiers = _source_identifiers(lake)
+    names = ("manifest.json", "progress.json", "errors.jsonl")
+    records = {name: (tmp_path / name).read_text() for name in names}
+    leaks = {name: sorted(i for i in identifiers if i in text) for name, text in records.items()}
+    assert leaks == {name: [] for name in records}
+    for path in tmp_path.rglob("*"):
+        assert not any(i in str(path.relative_to(tmp_path)) for i in identifiers), path
+    manifest = json.loads(records["manifest.json"])
+    deid = Deidentifier(DeidOptions(project_key=KEY))
+    if how == "uids":
+        assert manifest["selection"]["uids"] == ["/".join(deid.map_uid(p) for p in spec.split("/"))
+                                                 for spec in selection.uids]  # fmt: skip
+    if how == "cohort":
+        studies = {r["study_instance_uid"] for r in ct}
+        assert sorted(manifest["cohort_studies"]) == sorted(deid.map_uid(s) for s in studies)
+        assert manifest["selection"]["cohort"] == "CT scans"
+    assert len(json.loads(records["progress.json"])["done"]) == summary.selected
+
+
+def test_a_rerun_with_another_project_key_is_refused(lake: ExportLake, tmp_path: Path) -> None:
+    """The same options under another key would resume into UIDs of the first key: refused; the same
+    key resumes (here: finds everything done and writes the same manifest)."""
+    selection = Selection(uids=_studies(lake)[:1])
+    first = export(lake.tenant, selection, tmp_path, "dicom", deid_options=DeidOptions(project_key=KEY))
+    manifest = (tmp_path / "manifest.json").read_text()
+    other = DeidOptions(project_key=KEY + "-other")
+    with pytest.raises(ExportError, match="different export"):
+        export(lake.tenant, selection, tmp_path, "dicom", deid_options=other)
+    again = export(lake.tenant, selection, tmp_path, "dicom", deid_options=DeidOptions(project_key=KEY))
+    assert again == first and (tmp_path / "manifest.json").read_text() == manifest
+    assert KEY not in manifest
