@@ -55,7 +55,10 @@ def to_8bit(frame: np.ndarray, ds) -> np.ndarray:
     slope, intercept = _first(ds.get("RescaleSlope"), 1.0), _first(ds.get("RescaleIntercept"), 0.0)
     data = data * slope + intercept
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    if center is not None and width is not None and width >= 1:
+    if center is not None and width is not None and width == 1:
+        # PS3.3 C.11.2.1.2.1 with w = 1: the linear part is empty, a threshold at c - 0.5.
+        scaled = np.where(data > center - 0.5, 255.0, 0.0)
+    elif center is not None and width is not None and width > 1:
         scaled = ((data - (center - 0.5)) / (width - 1) + 0.5) * 255.0
     else:
         low, high = float(data.min()), float(data.max())
