@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# The session fixture fhir_server (Medplum), for the FHIR, DICOMcast and pipeline tests alike.
+pytest_plugins = ["tests.fhir.server"]
+
 S3_START_TIMEOUT_S = 30.0
 
 

@@ -286,33 +286,25 @@ def parse_definition(data: Any) -> CohortDefinition:
         age_min=age_min,
         age_max=age_max,
         sexes=sexes,
-        conditions=tuple(
-            _criterion(c, f"conditions[{i}]")
-            for i, c in enumerate(_list(obj.get("conditions", []), "conditions"))
-        ),
-        imaging=tuple(
-            _imaging(c, f"imaging[{i}]", required=True)
-            for i, c in enumerate(_list(obj.get("imaging", []), "imaging"))
-        ),
-        medications=tuple(
-            _criterion(c, f"medications[{i}]")
-            for i, c in enumerate(_list(obj.get("medications", []), "medications"))
-        ),
+        conditions=_each(obj, "conditions", _criterion),
+        imaging=_each(obj, "imaging", _required_imaging),
+        medications=_each(obj, "medications", _criterion),
         returns=_returns(obj.get("return", ["patients"])),
         name=name,
-        exclude_conditions=tuple(
-            _criterion(c, f"exclude.conditions[{i}]")
-            for i, c in enumerate(_list(exclude.get("conditions", []), "exclude.conditions"))
-        ),
-        exclude_imaging=tuple(
-            _imaging(c, f"exclude.imaging[{i}]", required=True)
-            for i, c in enumerate(_list(exclude.get("imaging", []), "exclude.imaging"))
-        ),
-        exclude_medications=tuple(
-            _criterion(c, f"exclude.medications[{i}]")
-            for i, c in enumerate(_list(exclude.get("medications", []), "exclude.medications"))
-        ),
+        exclude_conditions=_each(exclude, "conditions", _criterion, "exclude."),
+        exclude_imaging=_each(exclude, "imaging", _required_imaging, "exclude."),
+        exclude_medications=_each(exclude, "medications", _criterion, "exclude."),
     )
+
+
+def _required_imaging(value: Any, where: str) -> Any:
+    return _imaging(value, where, required=True)
+
+
+def _each(obj: dict[str, Any], key: str, parse: Any, prefix: str = "") -> tuple:
+    """`parse` of every item of the list `obj[key]`, each told where it stands (for its errors)."""
+    return tuple(parse(item, f"{prefix}{key}[{i}]")
+                 for i, item in enumerate(_list(obj.get(key, []), f"{prefix}{key}")))
 
 
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:

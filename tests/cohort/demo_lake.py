@@ -58,3 +58,16 @@ def import_clinical(dest: Path, tenant: TenantStore) -> Path | None:
     generate_clinical_data(dest, n_instances=INSTANCES, seed=SEED)
     import_paths(tenant, [dest], None)
     return dest
+
+
+def check_hand_answer(hand: DemoLake, question: str, patients: list[str],
+                      collection: tuple[str, list[str]] | None) -> None:
+    """`question` is fully understood and answers `patients` (and the ids of one collection)."""
+    from dicomlake import cohort
+
+    result = cohort.run(hand.tenant, question, as_of=AS_OF)
+    assert result.unrecognized == []
+    assert result.patients == patients
+    if collection:
+        name, ids = collection
+        assert [r["id"] for r in result.rows[name]] == ids

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dicomlake import cohort
-from tests.cohort.demo_lake import AS_OF, DemoLake
+from tests.cohort.demo_lake import AS_OF, DemoLake, check_hand_answer
 
 D = datetime.date
 SEED = (
@@ -101,12 +101,7 @@ CASES = [
 def test_question(
     hand: DemoLake, question: str, patients: list[str], collection: tuple[str, list[str]] | None
 ) -> None:
-    result = cohort.run(hand.tenant, question, as_of=AS_OF)
-    assert result.unrecognized == []
-    assert result.patients == patients
-    if collection:
-        name, ids = collection
-        assert [r["id"] for r in result.rows[name]] == ids
+    check_hand_answer(hand, question, patients, collection)
 
 
 def test_codes_of_the_data_are_used(hand: DemoLake) -> None:

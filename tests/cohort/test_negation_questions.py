@@ -26,7 +26,7 @@ import datetime
 import pytest
 
 from dicomlake import cohort
-from tests.cohort.demo_lake import AS_OF, DemoLake
+from tests.cohort.demo_lake import AS_OF, DemoLake, check_hand_answer
 from tests.cohort.test_imaging_questions import uids
 
 D = datetime.date
@@ -94,12 +94,7 @@ HAND_CASES: list[tuple[str, list[str], tuple[str, list[str]] | None]] = [
 def test_hand_question(
     hand: DemoLake, question: str, patients: list[str], collection: tuple[str, list[str]] | None
 ) -> None:
-    result = cohort.run(hand.tenant, question, as_of=AS_OF)
-    assert result.unrecognized == []
-    assert result.patients == patients
-    if collection:
-        name, ids = collection
-        assert [r["id"] for r in result.rows[name]] == ids
+    check_hand_answer(hand, question, patients, collection)
 
 
 def test_an_exclusion_without_it_would_answer_otherwise(hand: DemoLake) -> None:

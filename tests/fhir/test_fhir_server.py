@@ -17,7 +17,7 @@ from dicomlake.samples import generate_sample_drop
 from dicomlake.store import Lakehouse
 from dicomlake.store.read import scan
 from tests.conftest import free_ports
-from tests.fhir.conftest import FhirServer
+from tests.fhir.server import FhirServer
 from tests.fhir.test_sync import rewritten
 
 

@@ -17,7 +17,7 @@ from dicomlake.ingest import ingest
 from dicomlake.samples import generate_sample_drop, plan_studies
 from dicomlake.store import Lakehouse
 from dicomlake.store.read import scan
-from tests.fhir.conftest import FhirServer
+from tests.fhir.server import FhirServer
 
 
 def patient(pid: str, value: str, **extra: Any) -> dict[str, Any]:

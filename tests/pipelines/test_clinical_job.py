@@ -21,7 +21,7 @@ from dicomlake.sql import query
 from dicomlake.store import Lakehouse
 from pipelines.definitions import build_defs, fhir_source_for, resources_for
 from resources import FhirSourceResource, LakehouseResource
-from tests.fhir.conftest import FhirServer, fhir_server  # noqa: F401  (the session fixture)
+from tests.fhir.server import FhirServer
 
 TOKEN_ENV = "DICOMLAKE_FHIR_SOURCE_TOKEN"
 
@@ -79,7 +79,7 @@ def test_the_folder_is_imported_and_reimporting_it_changes_nothing(lake: Lake) -
 
 
 def test_a_fhir_server_is_pulled_with_the_token_from_the_environment(
-    lake: Lake, fhir_server: FhirServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    lake: Lake, fhir_server: FhirServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marker = f"urn:test:{secrets.token_hex(4)}"
     server = FhirServerTarget(fhir_server.base_url, fhir_server.token)

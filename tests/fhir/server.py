@@ -1,5 +1,5 @@
-"""A real FHIR server for the DICOMcast tests: Medplum's FHIR router (npm, in tests/fhir/medplum)
-in a small Node HTTP server on 127.0.0.1, with a bearer token.
+"""A real FHIR server for the tests (a pytest plugin, see tests/conftest.py): Medplum's FHIR
+router (npm, in tests/fhir/medplum) in a small Node HTTP server on 127.0.0.1, with a bearer token.
 
 `python3 dev.py test` installs the npm packages when they are missing. Without Node/npm or the
 packages these tests FAIL, saying what is missing, unless DICOMLAKE_SKIP_FHIR_SERVER=1 asks to skip.
