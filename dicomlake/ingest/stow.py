@@ -61,13 +61,24 @@ CLASSIFY_PREFIX = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class UploadedPart:
-    """One uploaded object, already on local disk. `store` may rename the file into the blob store;
-    whatever is left at `path` afterwards belongs to the caller (delete it)."""
+    """One uploaded object: its bytes in memory (`data`, small parts) or in a local file (`path`).
+    `store` may rename the file into the blob store; whatever is left at `path` afterwards belongs
+    to the caller (delete it)."""
 
-    path: Path
+    path: Path | None
     size: int
     sha256: str | None = None  # hashed while spooling; computed in chunks when None
     content_type: str | None = DICOM_MEDIA_TYPE
+    data: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.data is None):
+            raise ValueError("an UploadedPart has either a path or data")
+
+    @property
+    def content(self) -> Path | bytes:
+        """What the blob store takes: the bytes, or the file to rename into place."""
+        return self.data if self.data is not None else self.path  # type: ignore[return-value]
 
 
 @dataclass
@@ -139,11 +150,13 @@ def hash_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _mapped(path: Path, size: int) -> Iterator[Any]:
-    if size == 0:
-        yield b""
+def _mapped(part: UploadedPart) -> Iterator[Any]:
+    """The part's bytes: in memory when the caller kept them, else an mmap of its file."""
+    if part.data is not None or part.size == 0:
+        yield part.data or b""
         return
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+    assert part.path is not None
+    with open(part.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
         yield view
 
 
@@ -199,14 +212,15 @@ class InstanceStore:
     # -- per part --------------------------------------------------------------------------------
     def _prepare(self, index: int, part: UploadedPart, expected_study: str | None, source: str) -> _Prepared:
         result = InstanceResult(index=index, stored=False)
-        sha = part.sha256 or hash_file(part.path)
+        sha = part.sha256 or (hashlib.sha256(part.data).hexdigest() if part.data is not None
+                              else hash_file(part.path))  # type: ignore[arg-type]
         prepared = _Prepared(result, part, sha)
         media = (part.content_type or DICOM_MEDIA_TYPE).split(";", 1)[0].strip().lower()
         if media != DICOM_MEDIA_TYPE:
             self._refuse(prepared, source, "unsupported_media_type",
                          f"the part's Content-Type is {media!r}, not {DICOM_MEDIA_TYPE}")
             return prepared
-        with _mapped(part.path, part.size) as view:
+        with _mapped(part) as view:
             data = view
             if len(view) >= 132 and view[128:132] != b"DICM" and len(view) > CLASSIFY_PREFIX:
                 data = view[:CLASSIFY_PREFIX]  # only to name what it is: bounded memory
@@ -262,7 +276,7 @@ class InstanceStore:
         items = [p for p in prepared if p.version or p.quarantine]
         keys = [p.version["blob_key"] if p.version else p.quarantine["quarantine_key"] for p in items]  # type: ignore[index]
         try:
-            self.tenant.blobs.put_files([(key, p.part.path) for key, p in zip(keys, items, strict=True)],
+            self.tenant.blobs.put_files([(key, p.part.content) for key, p in zip(keys, items, strict=True)],
                                         move=True)
         except OSError as exc:
             log.exception("%s: could not write %d blobs", self.tenant.name, len(items))

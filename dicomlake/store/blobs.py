@@ -55,8 +55,9 @@ class BlobStore(Protocol):
     def put_file(self, key: str, path: str | Path, *, move: bool = False) -> bool:
         """put() for the bytes of a local file, never read into memory; durable when it returns."""
 
-    def put_files(self, items: Sequence[tuple[str, str | Path]], *, move: bool = False) -> list[bool]:
-        """put_file() for many files at once (one durability step for all); True where written."""
+    def put_files(self, items: Sequence[tuple[str, str | Path | bytes]], *, move: bool = False) -> list[bool]:
+        """put_file() (for paths) or put() (for bytes) for a batch, with one durability step for all;
+        True where written."""
 
     def get(self, key: str) -> bytes: ...
 
@@ -253,26 +254,30 @@ class LocalBlobStore:
             fsync_path(target.parent)
         return True
 
-    def put_files(self, items: Sequence[tuple[str, str | Path]], *, move: bool = False) -> list[bool]:
-        """put_file() for a batch: each file is renamed (or copied) into the temp folder, then the
-        batch is published like stage()d blobs (two syncfs, or parallel fsyncs when much else is
-        waiting): a request of 50 small instances pays one durability step, not 100 fsyncs. When
-        it raises, nothing new is at any key and the staged copies are gone (moved files too)."""
+    def put_files(self, items: Sequence[tuple[str, str | Path | bytes]], *, move: bool = False) -> list[bool]:
+        """put_file() for a batch of files or in-memory bytes: each file is renamed (or copied) into
+        the temp folder, each bytes value written there, then the batch is published like stage()d
+        blobs (two syncfs, or parallel fsyncs when much else is waiting): a request of 50 small
+        instances pays one durability step, not 100 fsyncs. When it raises, nothing new is at any
+        key and the staged copies are gone (moved files too)."""
         self._folder(self._tmp)
         files: list[tuple[str, str, int]] = []
         result: list[bool] = []
         try:
-            for key, path in items:
+            for key, content in items:
                 if self._path(key).exists() or any(key == f[0] for f in files):
                     result.append(False)
                     continue
-                staged = self._tmp / f"{uuid.uuid4().hex}.part"
-                try:
-                    if not move:
-                        raise OSError("copy")
-                    os.rename(path, staged)
-                except OSError:
-                    shutil.copyfile(path, staged)
+                if isinstance(content, bytes):
+                    staged = self._write_temp(content)
+                else:
+                    staged = self._tmp / f"{uuid.uuid4().hex}.part"
+                    try:
+                        if not move:
+                            raise OSError("copy")
+                        os.rename(content, staged)
+                    except OSError:
+                        shutil.copyfile(content, staged)
                 files.append((key, str(staged), staged.stat().st_size))
                 result.append(True)
             self.publish([Staged(tuple(files))])
@@ -358,8 +363,9 @@ class FsspecBlobStore:
         self.fs.put_file(str(path), target)
         return True
 
-    def put_files(self, items: Sequence[tuple[str, str | Path]], *, move: bool = False) -> list[bool]:
-        return [self.put_file(key, path, move=move) for key, path in items]
+    def put_files(self, items: Sequence[tuple[str, str | Path | bytes]], *, move: bool = False) -> list[bool]:
+        return [self.put(key, content) if isinstance(content, bytes)
+                else self.put_file(key, content, move=move) for key, content in items]
 
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))

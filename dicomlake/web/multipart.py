@@ -1,10 +1,11 @@
 """Streaming multipart/related (RFC 2387 / RFC 2046 §5.1) for STOW-RS requests and WADO-RS responses.
 
-Reading: `spool_multipart` consumes the request body chunk by chunk and writes each part to its
-own temp file, hashing it on the way (SHA-256: the blob key), so memory stays bounded by the
-chunk and flush sizes whatever the upload size. A delimiter split across chunks, a preamble, an
-epilogue, transport padding after a delimiter and parts without headers are handled; a body that
-ends before the close delimiter (`--boundary--`), or part headers that never end, are malformed.
+Reading: `spool_multipart` consumes the request body chunk by chunk. Small parts are kept in
+memory up to a per-request budget; any other part is written to its own temp file, hashing it on
+the way (SHA-256: the blob key), so memory stays bounded whatever the upload size. A delimiter
+split across chunks, a preamble, an epilogue, transport padding after a delimiter and parts
+without headers are handled; a body that ends before the close delimiter (`--boundary--`), or
+part headers that never end, are malformed.
 
 Writing: `multipart_stream` yields a multipart/related body part by part, each part's content
 from an iterator of chunks.
@@ -29,6 +30,7 @@ from dicomlake.ingest.stow import UploadedPart
 MAX_HEADER_BYTES = 16 * 1024  # all the header lines of one part
 MAX_PARTS = 10_000
 FLUSH_BYTES = 1024 * 1024  # buffered part bytes handed to a thread for hashing and writing
+MEMORY_BUDGET = 32 * 1024 * 1024  # small parts kept in memory per request (the rest go to files)
 _TOKEN = re.compile(r'\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*')
 
 
@@ -78,32 +80,44 @@ def _split_params(text: str) -> list[str]:
 
 
 @dataclass
-class _PartFile:
-    path: Path
-    handle: object
+class _Part:
     headers: dict[str, str]
+    path: Path | None = None  # set once the part goes to a file
+    handle: object | None = None
     digest: object = field(default_factory=hashlib.sha256)
     size: int = 0
     pending: bytearray = field(default_factory=bytearray)
 
     def write_now(self, data: bytes | bytearray) -> None:
+        """Append to the part's file (opened on first use): in a worker thread, never on the loop."""
+        if self.handle is None:
+            self.handle = open(self.path, "wb")  # type: ignore[arg-type]  # noqa: SIM115
         self.digest.update(data)  # type: ignore[attr-defined]
         self.handle.write(data)  # type: ignore[attr-defined]
         self.size += len(data)
 
+    def finish(self, block: bytes | bytearray) -> None:
+        self.write_now(block)
+        self.handle.close()  # type: ignore[union-attr]
+
 
 class _Spooler:
-    def __init__(self, directory: Path) -> None:
+    """Collects the parts of one body. A part that ends within FLUSH_BYTES (the usual instance),
+    while the request holds less than `memory_budget` of such parts, stays in memory: no file is
+    written on the event loop (a create can wait behind another thread's fsync), and the store
+    writes it once, straight into the blob store. Anything larger streams to its own file in
+    `directory`, written in FLUSH_BYTES blocks by a worker thread."""
+
+    def __init__(self, directory: Path, memory_budget: int = MEMORY_BUDGET) -> None:
         self.directory = directory
-        self.parts: list[tuple[_PartFile, UploadedPart | None]] = []
-        self.current: _PartFile | None = None
+        self.parts: list[tuple[_Part, UploadedPart | None]] = []
+        self.current: _Part | None = None
+        self.memory_left = memory_budget
 
     async def open(self, headers: dict[str, str]) -> None:
         if len(self.parts) >= MAX_PARTS:
             raise MalformedMultipart(f"more than {MAX_PARTS} parts")
-        path = self.directory / f"stow-{uuid.uuid4().hex}.part"
-        handle = await run_in_threadpool(open, path, "wb")
-        self.current = _PartFile(path, handle, headers)
+        self.current = _Part(headers)
         self.parts.append((self.current, None))
 
     async def write(self, data: bytes | bytearray) -> None:
@@ -112,30 +126,38 @@ class _Spooler:
         part.pending += data
         if len(part.pending) >= FLUSH_BYTES:
             block, part.pending = part.pending, bytearray()
-            await run_in_threadpool(part.write_now, block)
+            await self._to_file(part, part.write_now, block)
+
+    async def _to_file(self, part: _Part, step, block: bytes | bytearray) -> None:
+        if part.path is None:
+            part.path = self.directory / f"stow-{uuid.uuid4().hex}.part"
+        await run_in_threadpool(step, block)
 
     async def close(self) -> None:
         part = self.current
         assert part is not None
         block, part.pending = part.pending, bytearray()
-
-        def finish() -> None:
-            if block:
-                part.write_now(block)
-            part.handle.close()  # type: ignore[attr-defined]
-
-        await run_in_threadpool(finish)
-        uploaded = UploadedPart(path=part.path, size=part.size,
-                                sha256=part.digest.hexdigest(),  # type: ignore[attr-defined]
-                                content_type=part.headers.get("content-type"))
+        content_type = part.headers.get("content-type")
+        if part.path is None and len(block) <= self.memory_left:
+            self.memory_left -= len(block)
+            data = bytes(block)
+            # Hashed by the store, on its worker thread: the loop only moves bytes.
+            uploaded = UploadedPart(path=None, size=len(data), content_type=content_type, data=data)
+        else:
+            await self._to_file(part, part.finish, block)
+            uploaded = UploadedPart(path=part.path, size=part.size,
+                                    sha256=part.digest.hexdigest(),  # type: ignore[attr-defined]
+                                    content_type=content_type)
         self.parts[-1] = (part, uploaded)
         self.current = None
 
     def discard(self) -> None:
         for part, _ in self.parts:
-            with contextlib.suppress(Exception):
-                part.handle.close()  # type: ignore[attr-defined]
-            part.path.unlink(missing_ok=True)
+            if part.handle is not None:
+                with contextlib.suppress(Exception):
+                    part.handle.close()  # type: ignore[attr-defined]
+            if part.path is not None:
+                part.path.unlink(missing_ok=True)
         self.parts.clear()
 
 
@@ -164,15 +186,17 @@ def _parse_headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-async def spool_multipart(chunks: AsyncIterator[bytes], boundary: str, directory: Path) -> list[UploadedPart]:
-    """Write each part of a multipart body to a temp file in `directory`; see the module docstring.
+async def spool_multipart(chunks: AsyncIterator[bytes], boundary: str, directory: Path, *,
+                          memory_budget: int = MEMORY_BUDGET) -> list[UploadedPart]:
+    """Each part of a multipart body, in memory or in a temp file in `directory`; see the module
+    docstring and _Spooler.
 
     On any error (malformed body, client gone) every temp file written so far is removed."""
     if not boundary or len(boundary) > 200:
         raise MalformedMultipart("the boundary parameter is missing or longer than 200 characters")
     delimiter = b"\r\n--" + boundary.encode("latin-1")
     keep = len(delimiter) - 1  # bytes that might begin a delimiter split across chunks
-    spooler = _Spooler(directory)
+    spooler = _Spooler(directory, memory_budget)
     # A leading CRLF lets the first delimiter (at the very start of the body) match like the others.
     buffer = bytearray(b"\r\n")
     state = "preamble"
@@ -261,8 +285,9 @@ async def spool_single(chunks: AsyncIterator[bytes], directory: Path, content_ty
 def remove_files(parts: Iterable[UploadedPart]) -> None:
     """Delete what is left of spooled parts (those moved into the blob store are gone already)."""
     for part in parts:
-        with contextlib.suppress(OSError):
-            os.unlink(part.path)
+        if part.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(part.path)
 
 
 def new_boundary() -> str:

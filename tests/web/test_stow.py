@@ -357,6 +357,66 @@ def test_multipart_parser_splits_at_any_chunking(tmp_path, chunk):
             yield body[i : i + chunk]
 
     parts = asyncio.run(spool_multipart(chunks(), BOUNDARY, tmp_path))
-    assert [p.path.read_bytes() for p in parts] == contents
-    assert [p.sha256 for p in parts] == [hashlib.sha256(c).hexdigest() for c in contents]
+    assert [p.data for p in parts] == contents  # small parts stay in memory: no file written
+    assert [p.path for p in parts] == [None] * len(contents) and not list(tmp_path.iterdir())
     assert {p.content_type for p in parts} == {"application/dicom"}
+    assert hashlib.sha256(parts[2].data).hexdigest() == hashlib.sha256(contents[2]).hexdigest()
+
+
+def _spool(body: bytes, directory: Path, **options):
+    import asyncio
+
+    from dicomlake.web.multipart import spool_multipart
+
+    async def chunks():
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i : i + 64 * 1024]
+
+    return asyncio.run(spool_multipart(chunks(), BOUNDARY, directory, **options))
+
+
+def test_parts_past_the_memory_budget_or_flush_size_go_to_hashed_files(tmp_path):
+    import hashlib
+
+    from dicomlake.web.multipart import FLUSH_BYTES
+
+    small = [os.urandom(30_000) for _ in range(4)]
+    large = os.urandom(FLUSH_BYTES * 2 + 123)
+    parts = _spool(multipart([*small, large]), tmp_path, memory_budget=70_000)
+    # The first two small parts fit the budget; the next two do not; the large one never does.
+    assert [p.data is not None for p in parts] == [True, True, False, False, False]
+    for part, content in zip(parts, [*small, large], strict=True):
+        if part.data is None:
+            assert part.path.read_bytes() == content
+            assert part.sha256 == hashlib.sha256(content).hexdigest()
+        assert part.size == len(content)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_malformed_body_leaves_no_spooled_file(tmp_path):
+    from dicomlake.web.multipart import FLUSH_BYTES, MalformedMultipart
+
+    body = multipart([os.urandom(1000), os.urandom(FLUSH_BYTES + 10)], close=False)
+    with pytest.raises(MalformedMultipart):
+        _spool(body, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_store_takes_in_memory_and_file_parts_in_one_batch(tmp_path):
+    from dicomlake.ingest.stow import UploadedPart, store_instances
+    from dicomlake.store import Lakehouse
+
+    tenant = Lakehouse(tmp_path / "lake").tenant()
+    in_memory, on_disk = instance(), instance()
+    spooled = tenant.blobs.staging_dir() / "one.part"
+    spooled.write_bytes(on_disk)
+    outcome = store_instances(tenant, [UploadedPart(path=None, size=len(in_memory), data=in_memory),
+                                       UploadedPart(path=spooled, size=len(on_disk))])
+    assert outcome.http_status == 200 and [r.action for r in outcome.results] == ["create", "create"]
+    stored = {row["sop_instance_uid"]: row["blob_key"] for row in scan(tenant.table("instances")).to_pylist()}
+    for content in (in_memory, on_disk):
+        uid_of = pydicom.dcmread(__import__("io").BytesIO(content)).SOPInstanceUID
+        assert tenant.blobs.get(stored[uid_of]) == content
+    assert not spooled.exists()  # renamed into the blob store, not copied
+    with pytest.raises(ValueError):
+        UploadedPart(path=None, size=0)
