@@ -1,7 +1,8 @@
 """STOW-RS (PS3.18 10.5): POST {base}/studies[/{study}] stores instances; see dicomlake.ingest.stow.
 
 Bodies: multipart/related; type="application/dicom" (each part one Part-10 instance) or a single
-application/dicom instance. The body is streamed to temp files (never held in memory), then
+application/dicom instance. The body is streamed: small parts are kept in memory within a
+per-request budget, the others go to temp files (see dicomlake.web.multipart); then they are
 stored on the thread pool; the response (application/dicom+json, PS3.18 Annex I) is sent only once
 the instances are committed and searchable.
 """
