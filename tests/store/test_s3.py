@@ -183,3 +183,37 @@ def test_search_follows_an_s3_table(s3_server: S3Server, tmp_path: Path) -> None
     assert len(index.search("instances", limit=100)) == 8  # the new commit, read from the log entry
     assert index._instances.log.reloads == 1
     assert {r["00080018"]["Value"][0] for r in index.search("instances")} >= {_sop_uid(p) for p in more.files}
+
+
+def test_stow_store_into_an_s3_root(s3_server: S3Server, tmp_path: Path) -> None:
+    """STOW's store path on S3: in-memory parts and a spooled file part are uploaded by their
+    content hash, a bad part's bytes go to quarantine, and a resend changes nothing."""
+    from dicomlake.ingest.stow import UploadedPart, store_instances
+
+    files = generate_sample_drop(tmp_path / "drop", n_instances=3, seed=41).files
+    contents = [p.read_bytes() for p in files]
+    bad = b"not a DICOM file at all" * 10
+    spooled = tmp_path / "spooled.part"
+    spooled.write_bytes(contents[2])
+    prefix = f"lake-{uuid.uuid4().hex[:8]}"
+    tenant = Lakehouse(s3_server.uri(prefix), s3_server.storage_options).tenant("t1")
+
+    def parts() -> list[UploadedPart]:
+        return [UploadedPart(path=None, size=len(c), data=c) for c in (contents[0], contents[1], bad)] + [
+            UploadedPart(path=spooled, size=len(contents[2]))]
+
+    outcome = store_instances(tenant, parts())
+    assert outcome.http_status == 202
+    assert [r.stored for r in outcome.results] == [True, True, False, True]
+    assert outcome.results[2].error_code == "not_dicom"
+    fs = _fs(s3_server)
+    for content in contents:
+        sha = hashlib.sha256(content).hexdigest()
+        assert fs.cat_file(f"{s3_server.bucket}/{prefix}/tenants/t1/blobs/{sha[:2]}/{sha}.dcm") == content
+    assert len(fs.find(f"{s3_server.bucket}/{prefix}/tenants/t1/quarantine")) == 1
+    assert sorted(_sops(tenant, "instances")) == sorted(_sop_uid(p) for p in files)
+
+    spooled.write_bytes(contents[2])
+    again = store_instances(tenant, parts())
+    assert [r.action for r in again.results if r.stored] == ["unchanged"] * 3
+    assert tenant.table("changes").count() == 3
