@@ -149,6 +149,14 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def hash_part(part: UploadedPart) -> str:
+    """SHA-256 of a part's bytes, in memory or in its file (read in chunks)."""
+    if part.data is not None:
+        return hashlib.sha256(part.data).hexdigest()
+    assert part.path is not None
+    return hash_file(part.path)
+
+
 @contextlib.contextmanager
 def _mapped(part: UploadedPart) -> Iterator[Any]:
     """The part's bytes: in memory when the caller kept them, else an mmap of its file."""
@@ -212,8 +220,7 @@ class InstanceStore:
     # -- per part --------------------------------------------------------------------------------
     def _prepare(self, index: int, part: UploadedPart, expected_study: str | None, source: str) -> _Prepared:
         result = InstanceResult(index=index, stored=False)
-        sha = part.sha256 or (hashlib.sha256(part.data).hexdigest() if part.data is not None
-                              else hash_file(part.path))  # type: ignore[arg-type]
+        sha = part.sha256 or hash_part(part)
         prepared = _Prepared(result, part, sha)
         media = (part.content_type or DICOM_MEDIA_TYPE).split(";", 1)[0].strip().lower()
         if media != DICOM_MEDIA_TYPE:

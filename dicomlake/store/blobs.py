@@ -269,7 +269,7 @@ class LocalBlobStore:
                     result.append(False)
                     continue
                 if isinstance(content, bytes):
-                    staged = self._write_temp(content)
+                    staged, size = self._write_temp(content), len(content)
                 else:
                     staged = self._tmp / f"{uuid.uuid4().hex}.part"
                     try:
@@ -278,7 +278,8 @@ class LocalBlobStore:
                         os.rename(content, staged)
                     except OSError:
                         shutil.copyfile(content, staged)
-                files.append((key, str(staged), staged.stat().st_size))
+                    size = staged.stat().st_size
+                files.append((key, str(staged), size))
                 result.append(True)
             self.publish([Staged(tuple(files))])
         except BaseException:

@@ -91,6 +91,7 @@ class _Part:
     def write_now(self, data: bytes | bytearray) -> None:
         """Append to the part's file (opened on first use): in a worker thread, never on the loop."""
         if self.handle is None:
+            # Kept open across calls (one part, many blocks); closed by finish() or _Spooler.discard().
             self.handle = open(self.path, "wb")  # type: ignore[arg-type]  # noqa: SIM115
         self.digest.update(data)  # type: ignore[attr-defined]
         self.handle.write(data)  # type: ignore[attr-defined]
@@ -126,12 +127,12 @@ class _Spooler:
         part.pending += data
         if len(part.pending) >= FLUSH_BYTES:
             block, part.pending = part.pending, bytearray()
-            await self._to_file(part, part.write_now, block)
+            await self._to_file(part, block, last=False)
 
-    async def _to_file(self, part: _Part, step, block: bytes | bytearray) -> None:
+    async def _to_file(self, part: _Part, block: bytes | bytearray, *, last: bool) -> None:
         if part.path is None:
             part.path = self.directory / f"stow-{uuid.uuid4().hex}.part"
-        await run_in_threadpool(step, block)
+        await run_in_threadpool(part.finish if last else part.write_now, block)
 
     async def close(self) -> None:
         part = self.current
@@ -144,7 +145,7 @@ class _Spooler:
             # Hashed by the store, on its worker thread: the loop only moves bytes.
             uploaded = UploadedPart(path=None, size=len(data), content_type=content_type, data=data)
         else:
-            await self._to_file(part, part.finish, block)
+            await self._to_file(part, block, last=True)
             uploaded = UploadedPart(path=part.path, size=part.size,
                                     sha256=part.digest.hexdigest(),  # type: ignore[attr-defined]
                                     content_type=content_type)
