@@ -34,6 +34,7 @@ from dicomlake.errors import DicomlakeError
 from dicomlake.store.blobs import fsync_path
 from dicomlake.store.compaction import FileCountGuard
 from dicomlake.store.lakehouse import TenantStore
+from dicomlake.store.log import app_version, remember_app_version, update_if_moved
 from dicomlake.store.read import scan
 from dicomlake.store.schemas import CHANGES, INSTANCES, QUARANTINE
 
@@ -87,7 +88,7 @@ def make_durable(table: DeltaTable, version: int | None = None) -> None:
 
 
 def latest_seq(table: DeltaTable) -> int:
-    return table.transaction_version(CHANGES_APP) or 0
+    return app_version(table, CHANGES_APP)
 
 
 class Committer:
@@ -114,7 +115,7 @@ class Committer:
 
     # -- state -----------------------------------------------------------------------------
     def _refresh(self) -> int:
-        self._changes.update_incremental()
+        update_if_moved(self._changes)
         last = latest_seq(self._changes)
         if last > self._state_seq:
             seen = scan(
@@ -214,6 +215,7 @@ class Committer:
                 _backoff(attempt)
                 continue
             make_durable(self._changes)  # the table object now stands at exactly our commit
+            remember_app_version(self._changes, CHANGES_APP, new_last)
             if (compacted := self._compaction["changes"].after_commit(self._changes)) is not None:
                 make_durable(self._changes, compacted)
             for row in rows:
@@ -297,9 +299,9 @@ def sync_instances(tenant: TenantStore, just_committed: CommitOutcome | None = N
     instances = instances if instances is not None else tenant.table("instances")
     conflicts = 0
     while True:  # one window per pass; only conflicts count against the retry budget
-        instances.update_incremental()
-        applied = instances.transaction_version(PROJECTION_APP) or 0
-        changes.update_incremental()
+        update_if_moved(instances)
+        applied = app_version(instances, PROJECTION_APP)
+        update_if_moved(changes)
         latest = latest_seq(changes)
         if applied >= latest:
             return applied
@@ -328,6 +330,7 @@ def sync_instances(tenant: TenantStore, just_committed: CommitOutcome | None = N
                 raise CommitConflict(f"{tenant.name}: instances projection did not commit") from exc
             _backoff(conflicts)
             continue
+        remember_app_version(instances, PROJECTION_APP, upper)
         just_committed = None  # used once; anything further comes from the feed
 
 

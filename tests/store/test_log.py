@@ -8,7 +8,7 @@ import fsspec
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from dicomlake.store.log import LogFollower
+from dicomlake.store.log import LogFollower, app_version, remember_app_version, update_if_moved
 
 
 def _append(uri: str, first: int, n: int, app_version: int | None = None) -> None:
@@ -63,3 +63,32 @@ def test_a_cleaned_up_log_means_a_full_reload(tmp_path: Path) -> None:
     assert follower.refresh() is True
     assert follower.reloads == 2
     assert {p: f.num_records for p, f in follower.files.items()} == _truth(uri)
+
+
+def _append_one(table_or_path, value: int, app_version: int | None = None) -> None:
+    properties = None
+    if app_version is not None:
+        properties = CommitProperties(app_transactions=[Transaction(app_id="app", version=app_version)])
+    write_deltalake(table_or_path, pa.table({"x": [value]}), mode="append", commit_properties=properties)
+
+
+def test_update_if_moved_follows_another_writer(tmp_path: Path) -> None:
+    _append_one(str(tmp_path), 1)
+    ours, theirs = DeltaTable(str(tmp_path)), DeltaTable(str(tmp_path))
+    assert update_if_moved(ours) is False  # nothing new: no reload
+    _append_one(theirs, 2, app_version=5)
+    assert ours.version() == 0
+    assert update_if_moved(ours) is True
+    assert ours.version() == 1
+    assert app_version(ours, "app") == 5
+
+
+def test_app_version_is_per_table_version(tmp_path: Path) -> None:
+    _append_one(str(tmp_path), 1, app_version=1)
+    old = DeltaTable(str(tmp_path))
+    new = DeltaTable(str(tmp_path))
+    _append_one(new, 2, app_version=2)
+    remember_app_version(new, "app", 2)
+    assert app_version(new, "app") == 2
+    assert app_version(old, "app") == 1  # an older snapshot of the same table keeps its own answer
+    assert app_version(old, "other") == 0
