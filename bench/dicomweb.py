@@ -263,6 +263,8 @@ class Load:
     mb: float = 0.0
     failed_files: list[str] = field(default_factory=list)
     resent: int = 0  # failed ones sent again afterwards (untimed, REST) so both hold the same data
+    latency_ms: float | None = None  # STOW: mean time from sending a request to its whole answer
+    stages_ms: dict[str, float] = field(default_factory=dict)  # ours' Server-Timing, mean per request
 
     @property
     def rate(self) -> float:
@@ -310,9 +312,16 @@ def stow(url: str, headers: dict[str, str], files: Sequence[Path], batch: int, c
     request_headers = {**headers, "Accept": "application/dicom+json",
                        "Content-Type": f'{DICOM_MEDIA}; boundary={boundary}'}
 
+    latencies: list[float] = []
+    timings: list[str] = []
+
     def send(session: requests.Session, paths: Sequence[Path]) -> list[Path]:
         body = multipart_body(paths, boundary)
+        sent = time.perf_counter()
         response = session.post(url, data=body, headers=request_headers, timeout=600)
+        latencies.append((time.perf_counter() - sent) * 1000)  # list.append is atomic: no lock
+        if "Server-Timing" in response.headers:
+            timings.append(response.headers["Server-Timing"])
         if response.status_code not in (200, 202, 409):
             raise RuntimeError(f"STOW {url}: {response.status_code} {response.text[:500]}")
         stored = {item["00081155"]["Value"][0]
@@ -325,7 +334,18 @@ def stow(url: str, headers: dict[str, str], files: Sequence[Path], batch: int, c
 
     seconds, failed = run_clients(batches, clients, send)
     return Load(len(files), seconds, len(failed), sum(p.stat().st_size for p in files) / 1e6,
-                sorted(str(p) for p in failed))
+                sorted(str(p) for p in failed), latency_ms=statistics.mean(latencies) if latencies else None,
+                stages_ms=mean_server_timing(timings))
+
+
+def mean_server_timing(headers: Sequence[str]) -> dict[str, float]:
+    """Mean duration per stage over W3C Server-Timing headers (`name;dur=ms, ...`), in their order."""
+    totals: dict[str, float] = {}
+    for header in headers:
+        for entry in header.split(","):
+            name, _, duration = entry.strip().partition(";dur=")
+            totals[name] = totals.get(name, 0.0) + float(duration or 0)
+    return {name: total / len(headers) for name, total in totals.items()}
 
 
 def orthanc_rest_post(orthanc: Orthanc, files: Sequence[Path], clients: int) -> Load:
@@ -728,6 +748,14 @@ def render(r: Report) -> str:
                 lines.append(f"  Orthanc {who} @{p.instances:,}: {load.failed} instances failed (its log: "
                              "\"Unable to create a subdirectory or a file in the file storage\"), out of its "
                              f"rate; {load.resent} sent again untimed")
+    ours_stow = f.ours_load
+    if ours_stow and ours_stow.stages_ms and ours_stow.latency_ms:
+        stages = ", ".join(f"{name} {ms:.1f}" for name, ms in ours_stow.stages_ms.items())
+        bound = r.settings["clients"] * r.settings["batch"] / (ours_stow.latency_ms / 1000)
+        lines.append(f"  ours STOW, mean ms per request (its Server-Timing): {stages}; latency seen by the "
+                     f"client {ours_stow.latency_ms:.1f} ms. With {r.settings['clients']} clients at most "
+                     f"{r.settings['clients']} requests are in flight: rate <= clients x batch / latency "
+                     f"= {bound:,.0f}/s")
     problems = r.mismatches
     ok = "same answers for every QIDO key (PatientName: a subset), same WADO bytes, all stored  OK"
     lines.append(f"  check: {ok if not problems else f'{len(problems)} differences  FAILED'}")

@@ -28,6 +28,7 @@ import io
 import logging
 import mmap
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,9 @@ class InstanceResult:
 class StoreOutcome:
     results: list[InstanceResult]
     commit: CommitOutcome | None = None
+    # Where the request's time went, in ms (see STAGES); `queue`, `commit` and `project` are those
+    # of the commit round that held its versions, which other requests may have shared.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def stored(self) -> list[InstanceResult]:
@@ -139,6 +143,28 @@ class _Ticket:
     done: bool = False
     outcome: CommitOutcome | None = None  # the round's seqs; `actions` only this request's
     error: Exception | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # the round's commit / project, in ms
+
+
+# A STOW request's stages, in order: what the `Server-Timing` response header reports (web.stow).
+# parse: hash, parse and validate every part; blobs: write the bytes and quarantine rows durably;
+# queue: wait for the commit round that takes the request's versions; commit: that round's change
+# feed commit; project: that round's `instances` projection and extended query tags.
+STAGES = ("parse", "blobs", "queue", "commit", "project")
+
+
+class _Stopwatch:
+    """Milliseconds between laps, by name."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + (now - self._last) * 1000
+        self._last = now
+        return self.laps[name]
 
 
 def hash_file(path: Path) -> str:
@@ -209,13 +235,16 @@ class InstanceStore:
         source: str = "stow",
     ) -> StoreOutcome:
         """Store every part; see the module docstring. `source` prefixes each row's source (no PHI)."""
+        clock = _Stopwatch()
         prepared = [self._prepare(i, part, expected_study, f"{source}/{i}") for i, part in enumerate(parts)]
         if not allow_replace:
             self._refuse_duplicates(prepared)
+        clock.lap("parse")
         self._write_bytes(prepared)
         record_quarantine(self.tenant, [p.quarantine for p in prepared if p.quarantine])
-        commit = self._commit(prepared)
-        return StoreOutcome([p.result for p in prepared], commit)
+        clock.lap("blobs")
+        commit = self._commit(prepared, clock)
+        return StoreOutcome([p.result for p in prepared], commit, clock.laps)
 
     # -- per part --------------------------------------------------------------------------------
     def _prepare(self, index: int, part: UploadedPart, expected_study: str | None, source: str) -> _Prepared:
@@ -294,7 +323,7 @@ class InstanceStore:
                 item.result.error_code = "write_failed"
 
     # -- the commit ------------------------------------------------------------------------------
-    def _commit(self, prepared: list[_Prepared]) -> CommitOutcome | None:
+    def _commit(self, prepared: list[_Prepared], clock: _Stopwatch) -> CommitOutcome | None:
         """Group commit: requests that wait while another commits go into the next commit together.
 
         Each request queues its accepted versions, then takes the commit lock; whoever holds it
@@ -310,19 +339,29 @@ class InstanceStore:
         with self._queue_lock:
             self._queue.append(ticket)
         with self._commit_lock:
+            clock.lap("queue")
             if not ticket.done:
                 with self._queue_lock:
                     group, self._queue = self._queue, []
                 self._commit_group(group)
+        if ticket.timings:  # the round's own split; the waiting before it was queueing too
+            queued = clock.laps["queue"] + clock.lap("round") - sum(ticket.timings.values())
+            clock.laps["queue"] = max(0.0, queued)
+            del clock.laps["round"]
+            clock.laps.update(ticket.timings)
         if ticket.error is not None:
             raise ticket.error
         return ticket.outcome
 
     def _commit_group(self, group: list[_Ticket]) -> None:
+        clock = _Stopwatch()
+        for ticket in group:
+            ticket.timings = clock.laps  # filled in below; read once the round is done
         try:
             outcome = self.committer.commit_versions(
                 [p.version for ticket in group for p in ticket.candidates], operation="stow")  # type: ignore[misc]
         except Exception as exc:
+            clock.lap("commit")
             log.exception("%s: STOW commit failed", self.tenant.name)
             for ticket in group:
                 for item in ticket.candidates:
@@ -331,6 +370,7 @@ class InstanceStore:
                     item.result.error_code = "commit_failed"
                 ticket.done = True
             return
+        clock.lap("commit")
         actions = iter(outcome.actions)
         for ticket in group:
             ticket.outcome = CommitOutcome([next(actions) for _ in ticket.candidates], outcome.first_seq,
@@ -348,6 +388,7 @@ class InstanceStore:
                 ticket.error = exc
             raise
         finally:
+            clock.lap("project")
             for ticket in group:
                 ticket.done = True
 

@@ -3,7 +3,8 @@
 Access log: one JSON line per request on the `dicomlake.web.access` logger with time, request id,
 method, the route TEMPLATE (`/tenants/{tenant}/dicomweb/studies/{study}`, never the concrete path:
 UIDs and names can be PHI), status, bytes sent, duration in ms, the principal's name and the
-tenant. Never a query string, never a UID, never a token.
+tenant, and for a STOW the time of each of its stages. Never a query string, never a UID, never a
+token.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class RequestContextMiddleware:
         finally:
             template, params = route_template(scope)
             principal = state.get("principal")
-            access_log.info(json.dumps({
+            line = {
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 "request_id": request_id,
                 "method": scope["method"],
@@ -125,4 +126,7 @@ class RequestContextMiddleware:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "principal": getattr(principal, "name", None),
                 "tenant": _tenant(template, params),
-            }))
+            }
+            if state.get("timings"):  # a STOW's stages (ms), as in its Server-Timing header
+                line["timings"] = {name: round(ms, 2) for name, ms in state["timings"].items()}
+            access_log.info(json.dumps(line))

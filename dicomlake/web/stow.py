@@ -10,6 +10,7 @@ the instances are committed and searchable.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import orjson
@@ -106,6 +107,11 @@ def _warning_header(outcome: StoreOutcome) -> str | None:
     return f'299 dicomlake "{text.encode("ascii", "replace").decode()}"'
 
 
+def server_timing(timings: dict[str, float]) -> str:
+    """The W3C Server-Timing header: where the request's time went, stage by stage, in ms."""
+    return ", ".join(f"{name};dur={ms:.1f}" for name, ms in timings.items())
+
+
 async def store(request: Request) -> Response:
     """Store instances (STOW-RS).
     ---
@@ -121,6 +127,7 @@ async def store(request: Request) -> Response:
             check_uid("StudyInstanceUID", study)
         except InvalidRequest as exc:
             raise HTTPException(400, str(exc)) from None
+    received = time.perf_counter()
     media, params = parse_content_type(request.headers.get("content-type"))
     directory = spool_directory(tenant.blobs.staging_dir())
     parts: list[UploadedPart] = []
@@ -138,6 +145,7 @@ async def store(request: Request) -> Response:
         else:
             raise HTTPException(415, f'send multipart/related; type="{DICOM_MEDIA_TYPE}" or '
                                      f"{DICOM_MEDIA_TYPE}, not {media or 'no Content-Type'}")
+        received = time.perf_counter() - received
         source = f"stow:{getattr(request.state, 'request_id', None) or uuid.uuid4().hex}"
         outcome = await run_in_threadpool(instance_store(request, tenant).store, parts, study, source=source)
     except MalformedMultipart as exc:
@@ -146,7 +154,9 @@ async def store(request: Request) -> Response:
         return Response(status_code=400)  # nobody is listening; nothing was stored
     finally:
         remove_files(parts)
-    headers = {}
+    timings = {"receive": received * 1000, **outcome.timings}
+    request.state.timings = timings  # for the access log line
+    headers = {"Server-Timing": server_timing(timings)}
     warning = _warning_header(outcome)
     if warning:
         headers["Warning"] = warning

@@ -35,9 +35,18 @@ def test_dicomweb_bench_runs_and_both_servers_answer_the_same(tmp_path: Path) ->
         assert by_name[name].mean_matches >= 1, name
     assert first.wado is not None and first.wado.same_bytes and first.wado.instances > 1
     assert report.mismatches == []
+    # Ours reports where each STOW request's time went; Orthanc sends no Server-Timing.
+    assert list(first.ours_load.stages_ms) == ["receive", "parse", "blobs", "queue", "commit", "project"]
+    assert first.ours_load.latency_ms > 0 and first.orthanc_load.stages_ms == {}
     text = bench.render(report)
     assert "STOW instances/s" in text and ("PASS" in text or "MISS" in text)
+    assert "ours STOW, mean ms per request (its Server-Timing): receive" in text
     json.dumps(report.as_dict())
+
+
+def test_server_timing_headers_are_averaged_per_stage() -> None:
+    means = bench.mean_server_timing(["receive;dur=2.0, parse;dur=10.0", "receive;dur=4.0, parse;dur=20.0"])
+    assert means == {"receive": 3.0, "parse": 15.0}
 
 
 @pytest.mark.slow

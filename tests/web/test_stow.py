@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -420,3 +421,56 @@ def test_store_takes_in_memory_and_file_parts_in_one_batch(tmp_path):
     assert not spooled.exists()  # renamed into the blob store, not copied
     with pytest.raises(ValueError):
         UploadedPart(path=None, size=0)
+
+
+def _timings(header: str) -> dict[str, float]:
+    stages = {}
+    for entry in header.split(","):
+        name, _, duration = entry.strip().partition(";dur=")
+        stages[name] = float(duration)
+    return stages
+
+
+def test_server_timing_and_the_access_log_say_where_a_stow_spent_its_time(server, post, access_log):
+    study = uid()
+    response = post(multipart([instance(study, uid()) for _ in range(2)]), study=study)
+    assert response.status_code == 200
+    stages = _timings(response.headers["Server-Timing"])
+    assert list(stages) == ["receive", "parse", "blobs", "queue", "commit", "project"]
+    assert all(ms >= 0 for ms in stages.values()) and stages["commit"] > 0
+    line = next(json.loads(text) for text in access_log.lines if '"POST"' in text)
+    assert line["route"] == "/tenants/{tenant}/dicomweb/studies/{study}"
+    assert list(line["timings"]) == list(stages)
+    bad = post(multipart([b"not dicom"]))  # nothing to commit: no commit stages
+    assert bad.status_code == 409
+    assert list(_timings(bad.headers["Server-Timing"])) == ["receive", "parse", "blobs"]
+
+
+def test_requests_sharing_a_commit_round_report_its_commit_once_each(tmp_path):
+    from dicomlake.ingest.stow import InstanceStore, UploadedPart
+    from dicomlake.store import Lakehouse
+
+    store = InstanceStore(Lakehouse(tmp_path / "lake").tenant())
+    outcomes = []
+
+    def send() -> None:
+        content = instance()
+        outcomes.append(store.store([UploadedPart(path=None, size=len(content), data=content)]))
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    with store._commit_lock:  # a round in progress: all three queue for the next one
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(store._queue) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert [o.http_status for o in outcomes] == [200, 200, 200]
+    assert len({(o.commit.first_seq, o.commit.last_seq) for o in outcomes}) == 1  # one round
+    for outcome in outcomes:
+        assert set(outcome.timings) == {"parse", "blobs", "queue", "commit", "project"}
+        assert outcome.timings["queue"] >= 40  # the round held up above counts as queueing
+    assert len({o.timings["commit"] for o in outcomes}) == 1
+    assert len({o.timings["project"] for o in outcomes}) == 1
