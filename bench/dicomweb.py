@@ -577,19 +577,29 @@ def generate(dest: Path, n: int, seed: int) -> tuple[list[Path], int, float]:
     return summary.files, summary.n_studies, time.perf_counter() - start
 
 
+def settle_disk() -> None:
+    """Untimed, before each timed write load: flush what earlier steps left for the disk (the
+    generated files, the previous server's writes, a removed temp dir's discards), so no server's
+    durable writes pay for them. Both servers sync what they store (ours syncfs, Orthanc fsync)."""
+    os.sync()
+
+
 def first_pass(root: Path, args: argparse.Namespace) -> Pass:
     files, studies, gen_s = generate(root / "drop", args.instances, args.seed)
     result = Pass(len(files), studies, gen_s)
     load_before = os.getloadavg()[0]
     with start_ours(root / "ours", args.workers) as ours, start_orthanc(root / "orthanc") as orthanc:
         progress(f"STOW into ours ({args.clients} clients, {args.batch} per request)")
+        settle_disk()
         result.ours_load = stow(ours.base + "/dicomweb/studies", ours.headers, files, args.batch,
                                 args.clients)
         progress(f"  {result.ours_load.rate:,.0f} instances/s; STOW into Orthanc")
+        settle_disk()
         result.orthanc_load = stow(orthanc.url("/dicom-web/studies"), {}, files, args.batch, args.clients)
         progress(f"  {result.orthanc_load.rate:,.0f} instances/s; Orthanc REST POST, empty Orthanc")
         resend_failures(orthanc, result.orthanc_load)
         with start_orthanc(root / "orthanc-rest") as rest:
+            settle_disk()
             result.orthanc_rest = orthanc_rest_post(rest, files, args.clients)
         shutil.rmtree(root / "orthanc-rest", ignore_errors=True)
         progress(f"  {result.orthanc_rest.rate:,.0f} instances/s; QIDO")
@@ -618,12 +628,14 @@ def second_pass(root: Path, args: argparse.Namespace) -> Pass:
     load_before = os.getloadavg()[0]
     lake = root / "ours2"
     progress(f"dicomlake ingest of {len(files):,} instances")
+    settle_disk()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dicomlake", "ingest", "--root", str(lake), "--workers",
                     str(args.workers), str(root / "drop2")], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     result.ours_load = Load(len(files), time.perf_counter() - start)
     progress(f"  {result.ours_load.rate:,.0f} instances/s; Orthanc REST POST /instances")
     with start_orthanc(root / "orthanc2") as orthanc:
+        settle_disk()
         result.orthanc_load = orthanc_rest_post(orthanc, files, args.clients)
         resend_failures(orthanc, result.orthanc_load)
         progress(f"  {result.orthanc_load.rate:,.0f} instances/s; QIDO")
