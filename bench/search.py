@@ -439,8 +439,8 @@ class Generated:
     seconds: float
 
 
-# delta-rs's defaults for the statistics it writes per file: the first 32 columns, strings cut to 64.
-STATS_COLUMNS = 32
+# The statistics delta-rs writes per file: the table's `delta.dataSkippingStatsColumns`, strings
+# cut to 64 characters.
 STATS_STRING_CHARS = 64
 
 
@@ -461,7 +461,9 @@ def file_stats(batch: pa.Table) -> str:
     low: dict[str, Any] = {}
     high: dict[str, Any] = {}
     nulls: dict[str, int] = {}
-    for f in list(INSTANCES)[:STATS_COLUMNS]:
+    from dicomlake.store.lakehouse import STATS_COLUMNS
+
+    for f in (f for f in INSTANCES if f.name in STATS_COLUMNS["instances"]):
         column = batch.column(f.name)
         nulls[f.name] = column.null_count
         if column.null_count == len(column) or pa.types.is_list(f.type):

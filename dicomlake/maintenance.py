@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+from deltalake import DeltaTable
+
 from dicomlake.lifecycle import DEFAULT_RETENTION, PurgeSummary, purge_expired_blobs
 from dicomlake.store.compaction import CompactionBusy, compact
-from dicomlake.store.lakehouse import TenantStore
+from dicomlake.store.lakehouse import TenantStore, table_configuration
 
 TABLES = (
     "changes", "instances", "quarantine", "cursors", "purged_blobs", "query_tags", "tag_values", "tag_errors"
@@ -33,6 +35,17 @@ class TableMaintenance:
     busy: str | None = None  # why compaction was skipped: another process held the table's lease
 
 
+def upgrade_table_properties(table: DeltaTable, name: str) -> dict[str, str]:
+    """Give a table made by an older dicomlake the properties new ones are created with (e.g. the
+    statistics columns); the files written or compacted from now on follow them. Returns what
+    changed. A commit racing this one fails and retries, as for any metadata change."""
+    current = table.metadata().configuration
+    missing = {k: v for k, v in table_configuration(name).items() if current.get(k) != v}
+    if missing:
+        table.alter.set_table_properties(missing)
+    return missing
+
+
 def maintain_tables(
     tenant: TenantStore,
     vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS,
@@ -41,6 +54,7 @@ def maintain_tables(
     for name in TABLES:
         table = tenant.table(name)
         version = table.version()
+        upgrade_table_properties(table, name)
         busy = None
         try:
             metrics = compact(table)

@@ -150,3 +150,44 @@ def test_two_processes_compacting_one_table_never_duplicate_a_row(tmp_path):
     uids = table.to_pyarrow_table(columns=["uid"]).column("uid").to_pylist()
     assert len(uids) == len(set(uids)) == 1 + 2 * 60 * 5
     assert sum(h["operation"] == "OPTIMIZE" for h in table.history()) >= 2
+
+
+def _stats_keys(table: DeltaTable) -> set[str]:
+    """The columns with a min value in some live file's statistics."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return {name.removeprefix("min.") for name in actions.column_names
+            if name.startswith("min.") and actions.column(name).null_count < actions.num_rows}
+
+
+def test_feed_and_instances_keep_statistics_only_for_the_columns_readers_filter_on(tmp_path):
+    from dicomlake.store.lakehouse import STATS_COLUMNS
+
+    tenant = Lakehouse(tmp_path / "lake").tenant()
+    committer = Committer(tenant)
+    committer.sync_instances(committer.commit_versions(_versions(3)))
+    for name in ("changes", "instances"):
+        keys = _stats_keys(tenant.table(name))
+        # Every listed column that has a value has statistics; no other column has any.
+        assert keys <= set(STATS_COLUMNS[name]) and {"seq", "study_instance_uid", "sop_instance_uid"} <= keys
+    assert "dicom_json" not in _stats_keys(tenant.table("changes"))
+
+
+def test_maintenance_gives_an_older_table_the_statistics_columns(tmp_path):
+    from dicomlake.maintenance import upgrade_table_properties
+    from dicomlake.store.lakehouse import table_configuration
+    from dicomlake.store.schemas import INSTANCES
+
+    tenant = Lakehouse(tmp_path / "lake").tenant()
+    # An `instances` table as an older dicomlake made it: Delta's default statistics.
+    write_deltalake(tenant.table_uri("instances"), pa.Table.from_pylist([], schema=INSTANCES), mode="append")
+    committer = Committer(tenant)
+    for _ in range(2):  # two files, for compaction to rewrite
+        committer.sync_instances(committer.commit_versions(_versions(1)))
+    assert "patient_name" in _stats_keys(tenant.table("instances"))
+    report = {t.table: t for t in maintain_tables(tenant)}
+    assert report["instances"].files_removed >= 1
+    table = tenant.table("instances")
+    assert table.metadata().configuration == table_configuration("instances")
+    assert "patient_name" not in _stats_keys(table)  # the compacted file follows the new properties
+    assert upgrade_table_properties(table, "instances") == {}  # idempotent
+    assert scan(table, ["seq"], order_by="seq").column("seq").to_pylist() == [1, 2]
