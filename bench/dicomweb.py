@@ -1,6 +1,6 @@
 """DICOMweb: ours (`dicomlake serve`) beside Orthanc 1.10 + its DICOMweb plugin, on the same instances.
 
-    python bench/dicomweb.py [--instances 20000] [--second-size 200000] [--skip-second]
+    python bench/dicomweb.py [--instances 20000] [--second-size 200000] [--skip-second] [--ceiling]
                              [--repeats 20] [--batch 50] [--clients 2] [--workers 2] [--seed 1]
                              [--root DIR] [--json]
 
@@ -50,6 +50,8 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.stow_ceiling import VARIANTS  # noqa: E402 (after the path it needs)
 
 # -- Orthanc: find it, start it with our own config, stop it for sure ----------------------------
 
@@ -204,14 +206,18 @@ def mint_token(root: Path, permissions: Sequence[str] = ("read", "write")) -> st
 
 
 @contextmanager
-def start_ours(root: Path, workers: int) -> Iterator[Ours]:
+def start_ours(root: Path, workers: int, ceiling: str | None = None) -> Iterator[Ours]:
+    """`dicomlake serve`, or with `ceiling` bench/stow_ceiling.py's variant of it (same app, a
+    stage of STOW's commit taken out: an upper bound, not the product)."""
     token = mint_token(root)
     port = free_port()
     log = root / f"serve-{port}.log"
+    command = ["-m", "dicomlake", "serve"]
+    if ceiling is not None:
+        command = ["-m", "bench.stow_ceiling", "--variant", ceiling]
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dicomlake", "serve", "--root", str(root), "--port", str(port),
-             "--workers", str(workers)],
+            [sys.executable, *command, "--root", str(root), "--port", str(port), "--workers", str(workers)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", process, log)
@@ -554,6 +560,7 @@ class Pass:
     ours_load: Load | None = None  # STOW (first pass) or `dicomlake ingest` (second)
     orthanc_load: Load | None = None  # STOW (first pass) or REST POST /instances (second)
     orthanc_rest: Load | None = None  # first pass: REST POST /instances into an empty second Orthanc
+    ceilings: dict[str, Load] = field(default_factory=dict)  # --ceiling: bench/stow_ceiling.py variants
     queries: list[QueryResult] = field(default_factory=list)
     wado: Wado | None = None
     load_avg: tuple[float, float] = (0.0, 0.0)
@@ -603,6 +610,13 @@ def first_pass(root: Path, args: argparse.Namespace) -> Pass:
             result.orthanc_rest = orthanc_rest_post(rest, files, args.clients)
         shutil.rmtree(root / "orthanc-rest", ignore_errors=True)
         progress(f"  {result.orthanc_rest.rate:,.0f} instances/s; QIDO")
+        for variant in VARIANTS if args.ceiling else ():
+            with start_ours(root / f"ceiling-{variant}", args.workers, ceiling=variant) as bound:
+                settle_disk()
+                result.ceilings[variant] = stow(bound.base + "/dicomweb/studies", bound.headers, files,
+                                                args.batch, args.clients)
+            shutil.rmtree(root / f"ceiling-{variant}", ignore_errors=True)
+            progress(f"  ceiling {variant}: {result.ceilings[variant].rate:,.0f} instances/s")
         result.queries = measure_qido(ours, orthanc, draw_keys(root / "ours", args.repeats, args.seed))
         progress("WADO-RS")
         result.wado = wado_study(root / "ours", ours, orthanc, args.wado_repeats)
@@ -648,6 +662,7 @@ def second_pass(root: Path, args: argparse.Namespace) -> Pass:
 # -- report --------------------------------------------------------------------------------------
 
 STOW_TARGET = 3.0
+CEILING_LABELS = {"no-projection": "without the projection", "no-commit": "without any Delta commit"}
 SECOND_QIDO_TARGET = 3.0
 
 
@@ -673,6 +688,10 @@ class Report:
                          passed=ratio >= STOW_TARGET))
         rows.append(dict(figure="  Orthanc REST POST /instances/s", ours=None, orthanc=f.orthanc_rest.rate,
                          ratio=f.ours_load.rate / f.orthanc_rest.rate, target="(reference)", passed=None))
+        for variant, load in f.ceilings.items():
+            rows.append(dict(figure=f"  ceiling: ours STOW {CEILING_LABELS[variant]}", ours=load.rate,
+                             orthanc=f.orthanc_load.rate, ratio=load.rate / f.orthanc_load.rate,
+                             target="(bound)", passed=None))
         passes: list[tuple[Pass, float]] = [(f, 1.0)]
         if self.second:
             passes.append((self.second, SECOND_QIDO_TARGET))
@@ -791,6 +810,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=2, help="concurrent clients (default 2)")
     parser.add_argument("--workers", type=int, default=2,
                         help="ours: `serve --workers` and `ingest --workers` (default 2)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also STOW into bench/stow_ceiling.py's variants of ours (upper bounds: "
+                             "without the projection, without any Delta commit)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--root", type=Path, help="put (and keep) the data here instead of a temp dir")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")

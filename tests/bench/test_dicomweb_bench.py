@@ -61,3 +61,24 @@ def test_second_pass_loads_both_and_compares_qido(tmp_path: Path) -> None:
     assert second.orthanc_load.failed == 0
     assert all(q.mismatches == [] for q in second.queries)
     assert any(row["figure"].endswith("@300") and row["target"] == ">= 3x" for row in report.rows())
+
+
+@pytest.mark.slow
+def test_ceiling_variants_take_out_exactly_their_stage(tmp_path: Path) -> None:
+    """bench/stow_ceiling.py: no-projection commits the feed but not `instances`; no-commit neither,
+    while the bytes are still written; both answer as if stored (that is what they measure)."""
+    from dicomlake.samples import generate_sample_drop
+    from dicomlake.store import Lakehouse
+    from dicomlake.store.read import scan
+
+    files = generate_sample_drop(tmp_path / "drop", 40, seed=3, layout="flat").files
+    expected = {"no-projection": (40, 0), "no-commit": (0, 0)}
+    for variant in bench.VARIANTS:
+        root = tmp_path / variant
+        with bench.start_ours(root, 1, ceiling=variant) as server:
+            load = bench.stow(server.base + "/dicomweb/studies", server.headers, files, 20, 2)
+        assert load.failed == 0 and "parse" in load.stages_ms
+        tenant = Lakehouse(root).tenant()
+        rows = tuple(scan(tenant.table(name), ["seq"]).num_rows for name in ("changes", "instances"))
+        assert rows == expected[variant], variant
+        assert sum(1 for p in (root / "tenants/default/blobs").rglob("*") if p.is_file()) == 40
