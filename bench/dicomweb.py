@@ -9,7 +9,8 @@ both servers as subprocesses on loopback (real sockets), then measures in the sa
   STOW   instances/s, --clients concurrent clients POSTing multipart/related batches of --batch
          instances (the same batches to both: ours `/dicomweb/studies`, Orthanc `/dicom-web/studies`);
          plus, for reference, Orthanc's REST `POST /instances` (one file per request, same clients)
-         into a second, empty Orthanc;
+         into a second, empty Orthanc; with --ceiling also into bench/stow_ceiling.py's variants of
+         ours (without the projection, without any Delta commit: upper bounds, not the product);
   QIDO   p50 / p95 of the search benchmark's five queries, --repeats random keys drawn from the data,
          the same keys for both, back to back per key, after one untimed warm-up per query;
   WADO   a study of about 200 instances as multipart/related (transfer-syntax=*), warm, MB/s;
