@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from dicomlake.dicom.functional_groups import functional_value
+
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_TOLERANCE_MM = 0.01
 SPACING_TOLERANCE_RELATIVE = 0.01
@@ -66,19 +68,6 @@ def _number(value: Any, default: float | None) -> float | None:
     return float(value[0]) if many else float(value)
 
 
-def _functional(ds: Dataset, frame: int, sequence: str, keyword: str) -> Any:
-    """`keyword` of functional group `sequence` for frame `frame` (0-based): per-frame, else shared."""
-    places = (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0))
-    for groups_name, index in places:
-        groups = ds.get(groups_name)
-        if not groups or len(groups) <= index or sequence not in groups[index]:
-            continue
-        items = groups[index][sequence].value
-        if items and keyword in items[0]:
-            return items[0][keyword].value
-    return None
-
-
 def slices_of(ds: Dataset) -> list[Slice]:
     """The 2-D slices of one instance: itself, or each frame of an enhanced multi-frame object."""
     if "PixelData" not in ds:
@@ -99,7 +88,7 @@ def slices_of(ds: Dataset) -> list[Slice]:
     out = []
     for frame in range(frames):
         def group(sequence: str, keyword: str, f: int = frame) -> Any:
-            return _functional(ds, f, sequence, keyword)
+            return functional_value(ds, f, sequence, keyword)
 
         spacing = _floats(group("PixelMeasuresSequence", "PixelSpacing"), 2, "PixelSpacing")
         thickness = (_number(group("PixelMeasuresSequence", "SpacingBetweenSlices"), None)

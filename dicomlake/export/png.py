@@ -1,8 +1,8 @@
 """Format `png`: one PNG per frame, `<out>/<study>/<series>/<sop>.png` (multi-frame: `<sop>_<frame>.png`).
 
 8 bits (default): rendered exactly as WADO-RS /rendered renders (dicomlake.retrieve.rendered.to_8bit):
-rescale, then the header's first window (WindowCenter/Width), else the frame's min..max;
-MONOCHROME1 inverted; colour kept RGB.
+rescale, then the header's first window (WindowCenter/Width; for an enhanced multi-frame image the
+frame's own functional groups), else the frame's min..max; MONOCHROME1 inverted; colour kept RGB.
 16 bits (`png_bits=16`, grayscale): the stored values, no rescale and no window, mapped linearly
 from their BitsStored range (signed values offset by 2**(BitsStored-1)) onto 0..65535, so
 stored = png * (2**BitsStored - 1) / 65535 - offset; the manifest entry records `stored_bits` and
@@ -51,14 +51,14 @@ def encode(pixels: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def render(frame: np.ndarray, ds: Dataset, bits: int) -> tuple[np.ndarray, int]:
-    """The frame as the array written to PNG and its bit depth."""
+def render(frame: np.ndarray, ds: Dataset, bits: int, frame_number: int = 1) -> tuple[np.ndarray, int]:
+    """Frame `frame_number` (1-based) as the array written to PNG and its bit depth."""
     from dicomlake.retrieve.rendered import to_8bit
 
     grayscale = frame.ndim == 2 and str(ds.get("PhotometricInterpretation", "")).upper() != "PALETTE COLOR"
     if bits == 16 and grayscale:
         return to_16bit(frame, ds), 16
-    return to_8bit(frame, ds), 8
+    return to_8bit(frame, ds, frame_number), 8
 
 
 def export_instance(ds: Dataset, out: Path, bits: int = 8, deid: Any = None) -> list[dict[str, Any]]:
@@ -73,7 +73,7 @@ def export_instance(ds: Dataset, out: Path, bits: int = 8, deid: Any = None) -> 
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for number, frame in enumerate(frames, start=1):
-        pixels, depth = render(frame, ds, bits)
+        pixels, depth = render(frame, ds, bits, number)
         data = encode(pixels)
         name = ids["sop_instance_uid"] + (f"_{number}" if len(frames) > 1 else "")
         path = folder / f"{name}.png"

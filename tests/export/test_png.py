@@ -348,3 +348,25 @@ def test_sample_lake_pngs_are_windowed_from_each_header(lake: ExportLake, tmp_pa
         modalities.add((ds.Modality, "WindowCenter" in ds))
     assert {("CT", False), ("MR", True), ("CR", True), ("US", False)} <= modalities
     assert len(list(tmp_path.rglob("*.png"))) == 40
+
+
+def test_8bit_frames_of_an_enhanced_image_use_their_own_windows(tmp_path: Path) -> None:
+    from pydicom.sequence import Sequence
+
+    from dicomlake.export.png import export_instance
+
+    def voi(center: float, width: float) -> Dataset:
+        window, group = Dataset(), Dataset()
+        window.WindowCenter, window.WindowWidth = center, width
+        group.FrameVOILUTSequence = Sequence([window])
+        return group
+
+    ds = base(generate_uid(), generate_uid(), rows=1, columns=4)
+    ds.NumberOfFrames = 2
+    ds.SharedFunctionalGroupsSequence = Sequence([voi(150, 100)])
+    ds.PerFrameFunctionalGroupsSequence = Sequence([Dataset(), voi(100, 100)])
+    set_pixels(ds, np.array([[[0, 100, 150, 200]]] * 2))
+    ds = pydicom.dcmread(write(ds, tmp_path / "in"))  # as the exporter reads it: from a file
+    entries = export_instance(ds, tmp_path / "out")
+    frames = [np.asarray(Image.open(tmp_path / "out" / e["path"])).tolist() for e in entries]
+    assert frames == [[[0, 0, 129, 255]], [[0, 129, 255, 255]]]  # shared window, then frame 2's own

@@ -232,6 +232,28 @@ def test_rendering_uses_the_window_and_inverts_monochrome1(dicomweb):
     assert second[0].tolist() == [255, 170, 85, 0]  # min/max, inverted
 
 
+def test_each_frame_of_an_enhanced_image_is_rendered_with_its_own_window(dicomweb):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def group(center: float, width: float) -> Dataset:
+        voi, item = Dataset(), Dataset()
+        voi.WindowCenter, voi.WindowWidth = center, width
+        item.FrameVOILUTSequence = Sequence([voi])
+        return item
+
+    ramp = np.array([[0, 100, 150, 200]] * 4)
+    ds = header(uid(), uid(), uid(), rows=4, columns=4, frames=2)
+    ds.SharedFunctionalGroupsSequence = Sequence([group(150, 100)])
+    ds.PerFrameFunctionalGroupsSequence = Sequence([Dataset(), group(100, 100)])  # frame 2: its own
+    ds.PixelData = np.stack([ramp, ramp]).astype(np.uint16).tobytes()
+    (stored,) = dicomweb.stow(encode(ds))
+    shared = np.asarray(Image.open(io.BytesIO(dicomweb(path_of(stored) + "/frames/1/rendered").content)))
+    assert shared[0].tolist() == [0, 0, 129, 255]  # window 150/100, as the classic test above
+    own = np.asarray(Image.open(io.BytesIO(dicomweb(path_of(stored) + "/frames/2/rendered").content)))
+    assert own[0].tolist() == [0, 129, 255, 255]  # window 100/100
+
+
 def test_read_permission_is_needed(server, dicomweb):
     (ds,) = dicomweb.stow(instance())
     url = dicomweb.base + path_of(ds)
