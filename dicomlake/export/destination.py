@@ -3,8 +3,10 @@
 For S3, workers write each file into a local staging folder; `publish` then puts the chunk's files
 (an S3 PUT is atomic: an object is there whole or not at all) and deletes the local copies. The
 progress file lives on the destination too, so a rerun resumes from any machine; the manifest is
-written last. S3 access comes from the lakehouse's AWS_* settings (`s3_options_from_env`) or the
-`storage_options` given, the same configuration the lakehouse itself uses.
+written last. A staging folder left by a killed export is removed by the next S3 export on the
+machine (`sweep_abandoned_staging`: its owner process is gone). S3 access comes from the
+lakehouse's AWS_* settings (`s3_options_from_env`) or the `storage_options` given, the same
+configuration the lakehouse itself uses.
 """
 
 from __future__ import annotations
@@ -19,9 +21,38 @@ from typing import Any
 
 from dicomlake.store.lakehouse import fsspec_s3_kwargs, s3_options_from_env
 
+STAGING_PREFIX = "dicomlake-export-"
+STAGING_OWNER = ".owner"  # in each staging folder: the pid of the process writing there
+
 
 def is_remote(out: str | Path) -> bool:
     return str(out).startswith("s3://")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_abandoned_staging(root: str | Path | None = None) -> int:
+    """Remove the staging folders of S3 exports whose process is gone (killed or crashed before
+    `close`); a live export's folder is left alone. Returns how many were removed. Nothing in one is
+    lost: a file reaches the progress record only once it is on S3, so a rerun redoes its chunk."""
+    removed = 0
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int((folder / STAGING_OWNER).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being made
+        if not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 class Destination:
@@ -37,7 +68,9 @@ class Destination:
                                         **fsspec_s3_kwargs(options))  # fmt: skip
             self.url = str(out).rstrip("/")
             self._prefix = self.url.removeprefix("s3://")
-            self.staging = Path(tempfile.mkdtemp(prefix="dicomlake-export-"))
+            sweep_abandoned_staging()
+            self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))
+            (self.staging / STAGING_OWNER).write_text(str(os.getpid()))
         else:
             self.url = str(Path(out))
             self.staging = Path(out)

@@ -168,7 +168,8 @@ def test_a_killed_export_to_s3_resumes_there(lake: ExportLake, s3_server: S3Serv
     """destination.py keeps progress.json on S3 and publishes each chunk's files before recording them:
     a SIGKILLed run leaves no manifest; rerunning the command deletes objects no progress record lists
     and exports only the rest, ending equal to an uninterrupted export. The killed run's local staging
-    folder (at most a chunk's files) stays behind in its temp dir: nothing can remove it at SIGKILL."""
+    folder (at most a chunk's files) stays behind until the next S3 export removes it: its owner is
+    gone."""
     env = {**os.environ, **{k: v for k, v in s3_server.storage_options.items() if k.startswith("AWS_")},
            "TMPDIR": str(tmp_path)}  # fmt: skip
     fs = _fs(s3_server)
@@ -214,4 +215,20 @@ def test_a_killed_export_to_s3_resumes_there(lake: ExportLake, s3_server: S3Serv
                                                                       "errors.jsonl"}  # fmt: skip
     for entry in manifest["files"]:
         assert hashlib.sha256(fs.cat_file(f"{key}/{entry['path']}")).hexdigest() == entry["sha256"]
-    assert len(_staging_folders(tmp_path)) == 1  # the resumed run removed its own
+    assert not _staging_folders(tmp_path)  # the resumed run swept the killed one's and removed its own
+
+
+def test_only_staging_folders_of_dead_exports_are_swept(tmp_path: Path) -> None:
+    from dicomlake.export.destination import STAGING_OWNER, STAGING_PREFIX, sweep_abandoned_staging
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folders = {name: tmp_path / f"{STAGING_PREFIX}{name}" for name in ("dead", "live", "foreign")}
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "part-00000-0.parquet").write_bytes(b"staged")
+    (folders["dead"] / STAGING_OWNER).write_text(str(gone.pid))
+    (folders["live"] / STAGING_OWNER).write_text(str(os.getpid()))
+    assert sweep_abandoned_staging(tmp_path) == 1
+    assert not folders["dead"].exists()
+    assert folders["live"].exists() and folders["foreign"].exists()  # a live export's; not one of ours
