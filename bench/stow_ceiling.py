@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 
-VARIANTS = ("no-projection", "no-commit")
+# Each variant and how the benchmark report names it.
+VARIANTS = {"no-projection": "without the projection", "no-commit": "without any Delta commit"}
 ENV_VARIANT = "DICOMLAKE_BENCH_CEILING"
 
 

@@ -187,7 +187,7 @@ class TenantStore:
                     SCHEMAS[name],
                     mode="ignore",
                     name=name,
-                    configuration=_TABLE_CONFIG.get(name) or None,
+                    configuration=_TABLE_CONFIG.get(name),
                     storage_options=self.storage_options or None,
                 )
             except Exception:  # another process created it at the same moment: open theirs

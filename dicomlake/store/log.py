@@ -51,17 +51,15 @@ _APP_VERSIONS_MAX = 4096
 def app_version(table: DeltaTable, app: str) -> int:
     """`table.transaction_version(app) or 0`, remembered per table version: a committed version
     never changes, and delta-rs takes about 1 ms to answer from its snapshot."""
-    key = (table.table_uri, table.version(), app)
-    found = _APP_VERSIONS.get(key)
+    found = _APP_VERSIONS.get((table.table_uri, table.version(), app))
     if found is None:
-        if len(_APP_VERSIONS) >= _APP_VERSIONS_MAX:
-            _APP_VERSIONS.clear()
-        found = _APP_VERSIONS[key] = table.transaction_version(app) or 0
+        found = table.transaction_version(app) or 0
+        remember_app_version(table, app, found)
     return found
 
 
 def remember_app_version(table: DeltaTable, app: str, version: int) -> None:
-    """Record the app version a commit just wrote, `table` standing at exactly that commit."""
+    """Record `app`'s version at the version `table` stands at (e.g. what a commit just wrote)."""
     if len(_APP_VERSIONS) >= _APP_VERSIONS_MAX:
         _APP_VERSIONS.clear()
     _APP_VERSIONS[(table.table_uri, table.version(), app)] = version

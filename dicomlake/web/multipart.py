@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from starlette.concurrency import run_in_threadpool
 
@@ -83,7 +84,7 @@ def _split_params(text: str) -> list[str]:
 class _Part:
     headers: dict[str, str]
     path: Path | None = None  # set once the part goes to a file
-    handle: object | None = None
+    handle: BinaryIO | None = None
     digest: object = field(default_factory=hashlib.sha256)
     size: int = 0
     pending: bytearray = field(default_factory=bytearray)
@@ -91,15 +92,17 @@ class _Part:
     def write_now(self, data: bytes | bytearray) -> None:
         """Append to the part's file (opened on first use): in a worker thread, never on the loop."""
         if self.handle is None:
+            assert self.path is not None, "a part's file is named before it is written"
             # Kept open across calls (one part, many blocks); closed by finish() or _Spooler.discard().
-            self.handle = open(self.path, "wb")  # type: ignore[arg-type]  # noqa: SIM115
+            self.handle = open(self.path, "wb")  # noqa: SIM115
         self.digest.update(data)  # type: ignore[attr-defined]
-        self.handle.write(data)  # type: ignore[attr-defined]
+        self.handle.write(data)
         self.size += len(data)
 
     def finish(self, block: bytes | bytearray) -> None:
         self.write_now(block)
-        self.handle.close()  # type: ignore[union-attr]
+        assert self.handle is not None
+        self.handle.close()
 
 
 class _Spooler:
@@ -156,7 +159,7 @@ class _Spooler:
         for part, _ in self.parts:
             if part.handle is not None:
                 with contextlib.suppress(Exception):
-                    part.handle.close()  # type: ignore[attr-defined]
+                    part.handle.close()
             if part.path is not None:
                 part.path.unlink(missing_ok=True)
         self.parts.clear()

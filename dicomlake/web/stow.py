@@ -127,7 +127,7 @@ async def store(request: Request) -> Response:
             check_uid("StudyInstanceUID", study)
         except InvalidRequest as exc:
             raise HTTPException(400, str(exc)) from None
-    received = time.perf_counter()
+    spool_started = time.perf_counter()
     media, params = parse_content_type(request.headers.get("content-type"))
     directory = spool_directory(tenant.blobs.staging_dir())
     parts: list[UploadedPart] = []
@@ -145,7 +145,7 @@ async def store(request: Request) -> Response:
         else:
             raise HTTPException(415, f'send multipart/related; type="{DICOM_MEDIA_TYPE}" or '
                                      f"{DICOM_MEDIA_TYPE}, not {media or 'no Content-Type'}")
-        received = time.perf_counter() - received
+        receive_ms = (time.perf_counter() - spool_started) * 1000
         source = f"stow:{getattr(request.state, 'request_id', None) or uuid.uuid4().hex}"
         outcome = await run_in_threadpool(instance_store(request, tenant).store, parts, study, source=source)
     except MalformedMultipart as exc:
@@ -154,7 +154,7 @@ async def store(request: Request) -> Response:
         return Response(status_code=400)  # nobody is listening; nothing was stored
     finally:
         remove_files(parts)
-    timings = {"receive": received * 1000, **outcome.timings}
+    timings = {"receive": receive_ms, **outcome.timings}
     request.state.timings = timings  # for the access log line
     headers = {"Server-Timing": server_timing(timings)}
     warning = _warning_header(outcome)

@@ -67,13 +67,14 @@ def test_second_pass_loads_both_and_compares_qido(tmp_path: Path) -> None:
 def test_ceiling_variants_take_out_exactly_their_stage(tmp_path: Path) -> None:
     """bench/stow_ceiling.py: no-projection commits the feed but not `instances`; no-commit neither,
     while the bytes are still written; both answer as if stored (that is what they measure)."""
+    from bench.stow_ceiling import VARIANTS
     from dicomlake.samples import generate_sample_drop
     from dicomlake.store import Lakehouse
     from dicomlake.store.read import scan
 
     files = generate_sample_drop(tmp_path / "drop", 40, seed=3, layout="flat").files
     expected = {"no-projection": (40, 0), "no-commit": (0, 0)}
-    for variant in bench.VARIANTS:
+    for variant in VARIANTS:
         root = tmp_path / variant
         with bench.start_ours(root, 1, ceiling=variant) as server:
             load = bench.stow(server.base + "/dicomweb/studies", server.headers, files, 20, 2)
